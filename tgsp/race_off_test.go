@@ -1,0 +1,5 @@
+//go:build !race
+
+package tgsp
+
+const raceEnabled = false
