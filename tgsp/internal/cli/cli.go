@@ -32,11 +32,11 @@ const (
 type usageError struct{ error }
 
 // Main runs the tgsp command with args and returns its exit code.
-func Main(args []string, stdout, stderr io.Writer) int {
+func Main(argv []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := newRoot(stdout)
-	root.SetArgs(args)
+	root.SetArgs(argv)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
@@ -46,11 +46,20 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "tgsp: %s\n", oneLine(err))
 	var ue usageError
-	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") ||
-		strings.Contains(err.Error(), "arg(s)") {
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
 		return exitUsage
 	}
 	return exitFail
+}
+
+// args wraps a cobra argument check so its failure is a usage error.
+func args(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, a []string) error {
+		if err := check(cmd, a); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
 }
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
@@ -71,7 +80,7 @@ func keygenCmd(stdout io.Writer) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "keygen --kind signer|recipient --out PREFIX",
 		Short: "Generate a key pair: PREFIX.key (mode 0600) and PREFIX.pub",
-		Args:  cobra.NoArgs,
+		Args:  args(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
 			if out == "" {
 				return usageError{errors.New("--out PREFIX is required")}
@@ -101,12 +110,12 @@ func packCmd(stdout io.Writer) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "pack --signer-key S.key --recipient R.pub [--recipient R2.pub ...] [flags] --out P.tgsp INPUT_DIR",
 		Short: "Encrypt and sign a directory into a package",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(_ *cobra.Command, argv []string) error {
 			if out == "" || signerPath == "" || len(recipients) == 0 {
 				return usageError{errors.New("--signer-key, at least one --recipient and --out are required")}
 			}
-			in := args[0]
+			in := argv[0]
 			if name == "" {
 				name = filepath.Base(filepath.Clean(in))
 			}
@@ -252,13 +261,13 @@ func verifyCmd(stdout io.Writer) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "verify --trust S.pub P.tgsp",
 		Short: "Check the signature, expiry and every shard hash (no decryption key needed)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, argv []string) error {
 			keys, err := loadTrust(trust)
 			if err != nil {
 				return err
 			}
-			p, f, err := openPackage(args[0])
+			p, f, err := openPackage(argv[0])
 			if err != nil {
 				return err
 			}
@@ -285,8 +294,8 @@ func unpackCmd(stdout io.Writer) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "unpack --trust S.pub --recipient-key R.key --out OUT_DIR P.tgsp",
 		Short: "Verify and decrypt a package; OUT_DIR appears only if everything checked",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, argv []string) error {
 			if out == "" || keyPath == "" {
 				return usageError{errors.New("--recipient-key and --out are required")}
 			}
@@ -298,7 +307,7 @@ func unpackCmd(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, f, err := openPackage(args[0])
+			p, f, err := openPackage(argv[0])
 			if err != nil {
 				return err
 			}
@@ -332,9 +341,9 @@ func inspectCmd(stdout io.Writer) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "inspect P.tgsp",
 		Short: "Print the manifest as JSON (structure checked, signature NOT verified)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
-			p, f, err := openPackage(args[0])
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(_ *cobra.Command, argv []string) error {
+			p, f, err := openPackage(argv[0])
 			if err != nil {
 				return err
 			}
