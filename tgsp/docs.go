@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"time"
 )
 
 // Attached documents (SPEC.md §5). Both travel in clear beside the payload so
@@ -54,7 +55,18 @@ type EvidenceDataset struct {
 	Size   int64  `json:"size,omitempty"`
 }
 
-func decodeStrict(b []byte, v any) error {
+// decodeStrict decodes one JSON object into v, refusing unknown fields and
+// trailing data. encoding/json alone is too lenient for signed documents: it
+// matches keys case-insensitively (even "ſchema" for "schema") and keeps the
+// last of duplicate keys, so two readers could disagree about what was
+// signed. decodeStrict therefore also refuses duplicate keys at any depth,
+// and, in objects nested at most strictDepth deep (-1: all), any key that is
+// not lowercase ASCII letters, digits and underscores — the only form our
+// field names take.
+func decodeStrict(b []byte, v any, strictDepth int) error {
+	if err := checkKeys(b, strictDepth); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -66,10 +78,81 @@ func decodeStrict(b []byte, v any) error {
 	return nil
 }
 
+// checkKeys walks the JSON tokens of b; see decodeStrict.
+func checkKeys(b []byte, strictDepth int) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	type frame struct {
+		object bool
+		keys   map[string]bool
+		expect bool // in an object, the next token is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.object && top.expect {
+			if d, ok := tok.(json.Delim); ok && d == '}' {
+				stack = stack[:len(stack)-1]
+				if len(stack) > 0 && stack[len(stack)-1].object {
+					stack[len(stack)-1].expect = true
+				}
+				continue
+			}
+			key := tok.(string) // the decoder guarantees object keys are strings
+			if top.keys[key] {
+				return fmt.Errorf("duplicate key %q", key)
+			}
+			top.keys[key] = true
+			if (strictDepth < 0 || len(stack) <= strictDepth) && !lowerKey(key) {
+				return fmt.Errorf("key %q is not a lowercase field name", key)
+			}
+			top.expect = false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{object: true, keys: map[string]bool{}, expect: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, &frame{})
+			continue
+		case json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		// A value ended: the enclosing object expects a key next.
+		if len(stack) > 0 && stack[len(stack)-1].object {
+			stack[len(stack)-1].expect = true
+		}
+	}
+}
+
+func lowerKey(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // ParseDPCert decodes and validates a dp_cert.json document.
 func ParseDPCert(b []byte) (*DPCert, error) {
 	var c DPCert
-	if err := decodeStrict(b, &c); err != nil {
+	if err := decodeStrict(b, &c, -1); err != nil {
 		return nil, malformed("dp_cert.json: %v", err)
 	}
 	finite := func(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
@@ -92,14 +175,21 @@ func ParseDPCert(b []byte) (*DPCert, error) {
 		return nil, malformed("dp_cert.json: steps must be positive")
 	case c.DatasetSize <= 0:
 		return nil, malformed("dp_cert.json: dataset_size must be positive")
+	case c.IssuedAt != "" && !isRFC3339(c.IssuedAt):
+		return nil, malformed("dp_cert.json: issued_at %q is not an RFC 3339 time", c.IssuedAt)
 	}
 	return &c, nil
+}
+
+func isRFC3339(s string) bool {
+	_, err := time.Parse(time.RFC3339, s)
+	return err == nil
 }
 
 // ParseEvidence decodes and validates an evidence.json document.
 func ParseEvidence(b []byte) (*Evidence, error) {
 	var e Evidence
-	if err := decodeStrict(b, &e); err != nil {
+	if err := decodeStrict(b, &e, 1); err != nil {
 		return nil, malformed("evidence.json: %v", err)
 	}
 	if e.Schema != EvidenceSchema {

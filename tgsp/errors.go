@@ -5,8 +5,10 @@ import (
 	"fmt"
 )
 
-// Sentinel errors. Every error returned by this package wraps exactly one of
-// them, so callers can map failures with errors.Is without parsing messages.
+// Sentinel errors. Every refusal of a package, key or path wraps exactly one
+// of them, so callers can map failures with errors.Is without parsing
+// messages; I/O errors and context cancellation are returned (wrapped) as
+// they come.
 var (
 	// ErrMalformed: the bytes are not a well-formed TGSP v1 package (bad
 	// magic, unknown version, inconsistent lengths, trailing data, a manifest
@@ -33,6 +35,9 @@ var (
 	// ErrKey: a key file is malformed, of the wrong kind, or has unsafe
 	// permissions.
 	ErrKey = errors.New("bad key")
+	// ErrNotVerified: a method that releases plaintext or trusts the
+	// manifest was called before VerifySignature succeeded.
+	ErrNotVerified = errors.New("signature not verified")
 	// ErrOutputExists: the unpack target exists and is not an empty directory.
 	ErrOutputExists = errors.New("output exists")
 )

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 )
@@ -141,15 +142,15 @@ func Open(r io.ReaderAt, size int64) (*Package, error) {
 		return nil, malformed("%d bytes is too short for a package", size)
 	}
 	var hdr [headerSize]byte
-	if _, err := r.ReadAt(hdr[:], 0); err != nil {
-		return nil, fmt.Errorf("read header: %w", err)
+	if err := readAt(r, hdr[:], 0, "header"); err != nil {
+		return nil, err
 	}
 	if err := parseHeader(hdr[:]); err != nil {
 		return nil, err
 	}
 	var tr [trailerSize]byte
-	if _, err := r.ReadAt(tr[:], size-trailerSize); err != nil {
-		return nil, fmt.Errorf("read trailer: %w", err)
+	if err := readAt(r, tr[:], size-trailerSize, "trailer"); err != nil {
+		return nil, err
 	}
 	if !bytes.Equal(tr[16:], endMagic[:]) {
 		return nil, malformed("bad trailer magic (truncated or extended file?)")
@@ -183,8 +184,8 @@ func Open(r io.ReaderAt, size int64) (*Package, error) {
 			return nil, malformed("section %s missing", want.tag[:])
 		}
 		var sh [sectionHdr]byte
-		if _, err := r.ReadAt(sh[:], int64(off)); err != nil {
-			return nil, fmt.Errorf("read section header: %w", err)
+		if err := readAt(r, sh[:], int64(off), "section header"); err != nil {
+			return nil, err
 		}
 		if sectionTag(sh[:4]) != want.tag {
 			if want.optional {
@@ -197,8 +198,8 @@ func Open(r io.ReaderAt, size int64) (*Package, error) {
 			return nil, malformed("section %s length %d out of range", want.tag[:], n)
 		}
 		body := make([]byte, n)
-		if _, err := r.ReadAt(body, int64(off+sectionHdr)); err != nil {
-			return nil, fmt.Errorf("read section %s: %w", want.tag[:], err)
+		if err := readAt(r, body, int64(off+sectionHdr), "section "+string(want.tag[:])); err != nil {
+			return nil, err
 		}
 		if want.dst != nil {
 			*want.dst = body
@@ -242,6 +243,19 @@ func Open(r io.ReaderAt, size int64) (*Package, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// readAt reads exactly len(b) bytes at off; running out of data means the
+// package is shorter than its caller said, which is malformed.
+func readAt(r io.ReaderAt, b []byte, off int64, what string) error {
+	n, err := r.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return malformed("%s: package ends early (truncated, or a wrong size given)", what)
+	}
+	return fmt.Errorf("read %s: %w", what, err)
 }
 
 func checkDoc(name string, ref *DocRef, body []byte) error {

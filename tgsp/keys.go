@@ -247,6 +247,11 @@ func decodePEM(data []byte, want string) (block *pem.Block, err error) {
 	if len(bytes.TrimSpace(rest)) != 0 {
 		return nil, fmt.Errorf("%w: trailing data after the key", ErrKey)
 	}
+	// pem.Decode skips whatever precedes the first well-formed block, even
+	// another, broken block; only whitespace may.
+	if !bytes.HasPrefix(bytes.TrimSpace(data), []byte("-----BEGIN ")) || bytes.Count(data, []byte("-----BEGIN")) != 1 {
+		return nil, fmt.Errorf("%w: data before the key", ErrKey)
+	}
 	for h := range block.Headers {
 		if h != pemHeaderKeyID {
 			return nil, fmt.Errorf("%w: unknown header %q", ErrKey, h)

@@ -1,11 +1,8 @@
 package tgsp
 
 import (
-	"bytes"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"io"
 	"regexp"
 	"time"
 	"unicode/utf8"
@@ -108,14 +105,9 @@ const AnyDeviceType = "*"
 // parseManifest decodes and validates a manifest. Unknown fields are errors,
 // so a field added by a later format version is never silently ignored.
 func parseManifest(b []byte) (*Manifest, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var m Manifest
-	if err := dec.Decode(&m); err != nil {
+	if err := decodeStrict(b, &m, -1); err != nil {
 		return nil, malformed("manifest: %v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, malformed("manifest: trailing data after the JSON object")
 	}
 	if err := m.validate(); err != nil {
 		return nil, err

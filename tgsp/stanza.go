@@ -116,7 +116,7 @@ func (p *Package) Recipients() []string {
 // commitment.
 func (p *Package) UnwrapDEK(k *RecipientPrivateKey) (*DEK, error) {
 	if p.verified == nil {
-		return nil, fmt.Errorf("unwrap key: signature not verified")
+		return nil, fmt.Errorf("unwrap key: %w", ErrNotVerified)
 	}
 	id := k.pub.keyIDBytes()
 	pkgID := packageID(p.ManifestBytes)

@@ -37,7 +37,7 @@ type UnpackOptions struct {
 // be an empty directory (which is replaced).
 func (p *Package) Unpack(ctx context.Context, dek *DEK, out string, opts UnpackOptions) (err error) {
 	if p.verified == nil {
-		return errors.New("unpack: signature not verified")
+		return fmt.Errorf("unpack: %w", ErrNotVerified)
 	}
 	if _, err := p.acceptDEK(dek.key[:]); err != nil {
 		return err
@@ -313,7 +313,7 @@ type fileReader struct {
 // not use what it read if Read returns any other error.
 func (p *Package) OpenFile(dek *DEK, path string) (io.Reader, error) {
 	if p.verified == nil {
-		return nil, errors.New("open file: signature not verified")
+		return nil, fmt.Errorf("open file: %w", ErrNotVerified)
 	}
 	if _, err := p.acceptDEK(dek.key[:]); err != nil {
 		return nil, err

@@ -14,6 +14,7 @@ import (
 // halves of the composite signature) and has not expired at now. It must
 // succeed before any method that releases plaintext will run.
 func (p *Package) VerifySignature(trust []*SignerPublicKey, now time.Time) error {
+	p.verified = nil // a failed re-check revokes an earlier success
 	var key *SignerPublicKey
 	for _, k := range trust {
 		if k.KeyID() == p.Manifest.PublisherKeyID {
@@ -121,7 +122,7 @@ const hashBufSize = 4 * CipherChunkSize
 // first; VerifyPayload alone proves nothing about who made the package.
 func (p *Package) VerifyPayload(ctx context.Context, workers int) error {
 	if p.verified == nil {
-		return fmt.Errorf("verify payload: signature not verified")
+		return fmt.Errorf("verify payload: %w", ErrNotVerified)
 	}
 	bufs := make([][]byte, max(workers, runtime.GOMAXPROCS(0)))
 	return runJobs(ctx, p.jobs(), workers, func(w int, j shardJob) error {
