@@ -14,10 +14,20 @@ MIN_GO_MINOR=26 # go 1.26, as go.mod says
 # Debian packages needed so far.
 #   build-essential, gcc: cgo (the ONNX Runtime bridge) and go test -race
 #   time:                 GNU /usr/bin/time, used by the benchmark scripts
+#   postgresql:           a real PostgreSQL server for store tests (internal/testpg)
+#   mosquitto, mosquitto-clients: the external-broker tests (controlplane/internal/broker)
+#   swtpm, swtpm-tools:   a real TPM 2.0 emulator and swtpm_setup/swtpm_localca (internal/tpmdev, enrollment)
+#   libssl-dev:           OpenSSL headers the go-tpm-tools TPM simulator (cgo) compiles against
 APT_PACKAGES=(
 	build-essential
 	gcc
 	time
+	postgresql
+	mosquitto
+	mosquitto-clients
+	swtpm
+	swtpm-tools
+	libssl-dev
 )
 
 # Go tools, installed into .cache/tools/bin (ignored by git): binary@module@version.
