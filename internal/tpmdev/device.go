@@ -1,0 +1,105 @@
+package tpmdev
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+
+	"github.com/google/go-tpm/tpmutil"
+)
+
+// Kind says what kind of TPM a Device talks to. The control plane records
+// it; a production fleet refuses KindSimulated (and, by policy, KindSWTPM).
+type Kind string
+
+// Kinds of TPM.
+const (
+	KindHardware  Kind = "hardware"  // a TPM chip or firmware TPM behind a kernel device
+	KindSWTPM     Kind = "swtpm"     // the swtpm emulator (integration tests, VMs)
+	KindSimulated Kind = "simulated" // the in-process go-tpm-tools simulator (development only)
+	KindNone      Kind = "none"      // no TPM: software key, enrolment only where fleet policy allows
+)
+
+// Valid reports whether k is one of the known kinds.
+func (k Kind) Valid() bool {
+	switch k {
+	case KindHardware, KindSWTPM, KindSimulated, KindNone:
+		return true
+	}
+	return false
+}
+
+// ErrClosed is returned by operations on a closed Device.
+var ErrClosed = errors.New("tpmdev: device closed")
+
+// Device is an open TPM. All TPM commands issued through it are serialised.
+type Device struct {
+	mu     sync.Mutex
+	rw     io.ReadWriteCloser
+	kind   Kind
+	closed bool
+}
+
+// New wraps an open TPM transport that speaks the raw TPM 2.0 command
+// stream (write a command, read one whole response). The Device owns rwc
+// and closes it in Close.
+func New(rwc io.ReadWriteCloser, kind Kind) *Device {
+	return &Device{rw: rwc, kind: kind}
+}
+
+// OpenDevice opens a TPM character device such as /dev/tpmrm0 (use the
+// resource manager, not /dev/tpm0, so other TPM users are not disturbed).
+func OpenDevice(path string) (*Device, error) {
+	rwc, err := tpmutil.OpenTPM(path)
+	if err != nil {
+		return nil, fmt.Errorf("open tpm %s: %w", path, err)
+	}
+	return New(rwc, KindHardware), nil
+}
+
+// OpenSWTPM connects to the server (command) socket of an swtpm started as
+// `swtpm socket --tpm2 --server type=tcp,port=P … --flags not-need-init,startup-clear`.
+// addr is "host:port" or "tcp://host:port" for TCP, or "unix:///path" for
+// `--server type=unixio,path=/path`. swtpm's server socket carries the raw
+// TPM command stream, not the framed Microsoft-simulator protocol that
+// go-tpm's tpm2/transport/tcp speaks, so this uses a small connection that
+// frames responses by the size in their header.
+func OpenSWTPM(addr string) (*Device, error) {
+	network, address := "tcp", strings.TrimPrefix(addr, "tcp://")
+	if rest, ok := strings.CutPrefix(addr, "unix://"); ok {
+		network, address = "unix", rest
+	}
+	conn, err := net.Dial(network, address)
+	if err != nil {
+		return nil, fmt.Errorf("connect to swtpm %s: %w", addr, err)
+	}
+	return New(newStreamConn(conn), KindSWTPM), nil
+}
+
+// Kind returns the kind given when the Device was opened.
+func (d *Device) Kind() Kind { return d.kind }
+
+// Close closes the transport. Keys obtained from the Device should be closed
+// first; afterwards every operation returns ErrClosed.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	return d.rw.Close()
+}
+
+// with runs fn holding the device lock.
+func (d *Device) with(fn func(rw io.ReadWriter) error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return ErrClosed
+	}
+	return fn(d.rw)
+}
