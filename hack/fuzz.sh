@@ -30,7 +30,7 @@ for pkg in ${candidates[@]+"${candidates[@]}"}; do
 	for target in $targets; do
 		echo "--- fuzz $pkg $target ($FUZZTIME)"
 		ran=$((ran + 1))
-		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg"; then
+		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "${FUZZMINIMIZETIME:-2s}" "$pkg"; then
 			failed+=("$pkg.$target")
 		fi
 	done

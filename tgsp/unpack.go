@@ -128,7 +128,9 @@ func checkOutput(out string) (bool, error) {
 func (p *Package) createTree(root *os.Root) error {
 	for _, e := range p.Manifest.Files {
 		if dir := parentOf(e.Path); dir != "" {
-			if err := root.MkdirAll(dir, 0o700); err != nil {
+			// Parents the manifest does not list get 0755; listed ones get
+			// their own mode in finishTree.
+			if err := root.MkdirAll(dir, 0o755); err != nil {
 				return fmt.Errorf("create %s: %w", dir, err)
 			}
 		}

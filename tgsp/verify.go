@@ -17,7 +17,7 @@ func (p *Package) VerifySignature(trust []*SignerPublicKey, now time.Time) error
 	p.verified = nil // a failed re-check revokes an earlier success
 	var key *SignerPublicKey
 	for _, k := range trust {
-		if k.KeyID() == p.Manifest.PublisherKeyID {
+		if k != nil && k.KeyID() == p.Manifest.PublisherKeyID {
 			key = k
 			break
 		}
