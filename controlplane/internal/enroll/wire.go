@@ -1,73 +1,21 @@
 package enroll
 
-import "time"
+import "github.com/tensorguard/tensorguardflow/internal/wire"
 
-// Wire types of the enrollment exchange (JSON; []byte fields are base64
-// standard encoding, as encoding/json writes them). They live here until the
-// agent needs them, then move to a shared internal/ package unchanged.
+// The enrollment wire types are shared with the agent through internal/wire;
+// these aliases keep this package's API self-contained.
+type (
+	Request         = wire.EnrollRequest
+	TPMEvidence     = wire.TPMEvidence
+	Challenge       = wire.Challenge
+	ChallengeAnswer = wire.ChallengeAnswer
+	Response        = wire.EnrollResponse
+)
 
 // TPM kinds a Request may state.
 const (
-	KindHardware  = "hardware"
-	KindSWTPM     = "swtpm"
-	KindSimulated = "simulated"
-	KindNone      = "none"
+	KindHardware  = wire.TPMKindHardware
+	KindSWTPM     = wire.TPMKindSWTPM
+	KindSimulated = wire.TPMKindSimulated
+	KindNone      = wire.TPMKindNone
 )
-
-// Request is the device's first message: POST /api/v1/enroll.
-type Request struct {
-	// Token is the fleet's one-time enrollment token.
-	Token string `json:"token"`
-	// CSR is the PKCS #10 request for the TLS key, DER (PEM is accepted).
-	CSR []byte `json:"csr"`
-	// TPMKind is "hardware", "swtpm", "simulated" or "none".
-	TPMKind string `json:"tpm_kind"`
-	// TPM is the TPM evidence; absent exactly when TPMKind is "none".
-	TPM *TPMEvidence `json:"tpm,omitempty"`
-}
-
-// TPMEvidence is what the device's TPM produced for enrollment.
-type TPMEvidence struct {
-	// EKPublic is the endorsement key's TPMT_PUBLIC.
-	EKPublic []byte `json:"ek_public"`
-	// EKCert is the DER EK certificate from the TPM's NV, when present.
-	EKCert []byte `json:"ek_cert,omitempty"`
-	// AKPublic is the attestation key's TPMT_PUBLIC.
-	AKPublic []byte `json:"ak_public"`
-	// TLSKeyPublic is the TLS key's TPMT_PUBLIC.
-	TLSKeyPublic []byte `json:"tls_key_public"`
-	// TLSKeyCertify is the TPMS_ATTEST from TPM2_Certify(TLS key, AK,
-	// enrollbind.QualifyingData(Token, CSR)).
-	TLSKeyCertify []byte `json:"tls_key_certify"`
-	// TLSKeyCertifySignature is the AK's TPMT_SIGNATURE over TLSKeyCertify.
-	TLSKeyCertifySignature []byte `json:"tls_key_certify_signature"`
-}
-
-// Challenge is the control plane's answer to a Request with TPM evidence.
-type Challenge struct {
-	SessionID string `json:"session_id"`
-	// CredentialBlob is a TPM2B_ID_OBJECT and EncryptedSecret a
-	// TPM2B_ENCRYPTED_SECRET, both with their 2-byte size prefix, ready for
-	// TPM2_ActivateCredential(AK, EK).
-	CredentialBlob  []byte    `json:"credential_blob"`
-	EncryptedSecret []byte    `json:"encrypted_secret"`
-	ExpiresAt       time.Time `json:"expires_at"`
-}
-
-// ChallengeAnswer is the device's second message: the secret its TPM
-// released.
-type ChallengeAnswer struct {
-	SessionID string `json:"session_id"`
-	Secret    []byte `json:"secret"`
-}
-
-// Response carries the issued identity back to the device.
-type Response struct {
-	DeviceID string `json:"device_id"`
-	// CertificatePEM is the device certificate followed by the chain up to,
-	// but excluding, the fleet CA root.
-	CertificatePEM string `json:"certificate_pem"`
-	// CAPEM is the fleet CA root the device trusts for the control plane and
-	// the broker.
-	CAPEM string `json:"ca_pem"`
-}
