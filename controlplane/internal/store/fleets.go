@@ -169,7 +169,7 @@ const (
 	TPMNone      TPMKind = "none"      // no TPM: keys on disk, fleet policy must allow it
 	TPMHardware  TPMKind = "hardware"  // a physical or firmware TPM
 	TPMSoftware  TPMKind = "swtpm"     // swtpm
-	TPMSimulator TPMKind = "simulator" // the in-process go-tpm-tools simulator
+	TPMSimulator TPMKind = "simulated" // the in-process go-tpm-tools simulator (DESIGN.md names it "simulated")
 )
 
 // Valid reports whether k is a known kind.
