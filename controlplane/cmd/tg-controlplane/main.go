@@ -1,0 +1,223 @@
+// Command tg-controlplane is the TensorGuardFlow control plane: tenants,
+// fleets and devices, the fleet CA, enrollment and the MQTT broker.
+//
+//	tg-controlplane init --tenant NAME [--data-dir D] [-o json]
+//	tg-controlplane serve [--config F] [--listen A] [--mqtt-listen A] [--data-dir D]
+//	tg-controlplane mosquitto-config --out DIR [--config F]
+//	tg-controlplane version
+//
+// Exit codes: 0 success, 1 failure (one line on stderr), 2 usage error.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tensorguard/tensorguardflow/controlplane"
+)
+
+// version is set by the build (-ldflags "-X main.version=…").
+var version = "dev"
+
+type usageError struct{ error }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := newRoot(stdout)
+	cmd.SetArgs(args)
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	err := cmd.ExecuteContext(context.Background())
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(stderr, "tg-controlplane: "+oneLine(err.Error()))
+	var ue usageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
+		return 2
+	}
+	return 1
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", "; ") }
+
+type common struct {
+	configFile string
+	dataDir    string
+}
+
+// load builds the configuration: defaults < file < environment < flags.
+func (c *common) load(apply func(*controlplane.Config)) (controlplane.Config, error) {
+	cfg, err := controlplane.LoadConfig(c.configFile, os.Getenv)
+	if err != nil {
+		return controlplane.Config{}, err
+	}
+	if c.dataDir != "" {
+		cfg.DataDir = c.dataDir
+	}
+	if apply != nil {
+		apply(&cfg)
+	}
+	cfg.Finish()
+	if err := cfg.Validate(); err != nil {
+		return controlplane.Config{}, err
+	}
+	return cfg, nil
+}
+
+func newRoot(stdout io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "tg-controlplane",
+		Short:         "TensorGuardFlow control plane",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	var c common
+	addCommon := func(cmd *cobra.Command) {
+		cmd.Flags().StringVar(&c.configFile, "config", "", "YAML configuration file")
+		cmd.Flags().StringVar(&c.dataDir, "data-dir", "", "data directory (default ./.tg-data, /var/lib/tensorguard in production)")
+	}
+
+	var tenant, output string
+	initCmd := &cobra.Command{
+		Use:   "init --tenant NAME",
+		Short: "First run: create a tenant, its CA and an admin API key (printed once)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if tenant == "" {
+				return usageError{errors.New("init: --tenant is required")}
+			}
+			if output != "" && output != "json" && output != "text" {
+				return usageError{fmt.Errorf("-o: %q is neither text nor json", output)}
+			}
+			cfg, err := c.load(nil)
+			if err != nil {
+				return err
+			}
+			res, err := controlplane.Init(cmd.Context(), cfg, tenant)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(res)
+			}
+			fmt.Fprintf(stdout, "tenant:      %s\noperator:    %s (admin)\napi key:     %s\nca hash:     %s\ndata dir:    %s\n",
+				res.Tenant, res.OperatorID, res.APIKey, res.CAHash, res.DataDir)
+			if res.KEKGenerated {
+				fmt.Fprintf(stdout, "kek:         generated a DEVELOPMENT key (%s); production needs TG_KEY_MASTER\n", res.KEKSource)
+			}
+			fmt.Fprintln(stdout, "The API key is shown only now; store it safely.")
+			return nil
+		},
+	}
+	addCommon(initCmd)
+	initCmd.Flags().StringVar(&tenant, "tenant", "", "tenant id (a slug: ^[a-z0-9][a-z0-9-]{0,62}$)")
+	initCmd.Flags().StringVarP(&output, "output", "o", "", "output format: text or json")
+
+	var listen, mqttListen string
+	serveCmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the API (HTTPS on :8000) and the MQTT broker (:8883)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := c.load(func(cfg *controlplane.Config) {
+				if listen != "" {
+					cfg.HTTP.Listen = listen
+				}
+				if mqttListen != "" {
+					cfg.MQTT.Listen = mqttListen
+				}
+			})
+			if err != nil {
+				return err
+			}
+			cp, err := controlplane.New(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return cp.Run(ctx)
+		},
+	}
+	addCommon(serveCmd)
+	serveCmd.Flags().StringVar(&listen, "listen", "", "API listen address (default :8000)")
+	serveCmd.Flags().StringVar(&mqttListen, "mqtt-listen", "", "embedded MQTT broker listen address (default :8883)")
+
+	var outDir string
+	mosqCmd := &cobra.Command{
+		Use:   "mosquitto-config --out DIR",
+		Short: "Write CA, server certificate, ACL and control-plane client identity for an external mosquitto; print its config snippet",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if outDir == "" {
+				return usageError{errors.New("mosquitto-config: --out is required")}
+			}
+			if output != "" && output != "json" && output != "text" {
+				return usageError{fmt.Errorf("-o: %q is neither text nor json", output)}
+			}
+			cfg, err := c.load(nil)
+			if err != nil {
+				return err
+			}
+			files, err := controlplane.WriteMosquittoConfig(cmd.Context(), cfg, outDir)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(files)
+			}
+			_, err = io.WriteString(stdout, files.Config)
+			return err
+		},
+	}
+	addCommon(mosqCmd)
+	mosqCmd.Flags().StringVar(&outDir, "out", "", "directory for ca.pem, server.crt, server.key, acl, controlplane.crt/key")
+	mosqCmd.Flags().StringVarP(&output, "output", "o", "", "output format: text (the snippet) or json")
+
+	versionCmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			v := version
+			if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+				v = bi.Main.Version
+			}
+			if output == "json" {
+				return json.NewEncoder(stdout).Encode(map[string]string{"version": v})
+			}
+			_, err := fmt.Fprintln(stdout, "tg-controlplane "+v)
+			return err
+		},
+	}
+	versionCmd.Flags().StringVarP(&output, "output", "o", "", "output format: text or json")
+
+	root.AddCommand(initCmd, serveCmd, mosqCmd, versionCmd)
+	return root
+}
+
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("%s: unexpected arguments %q", cmd.Name(), args)}
+	}
+	return nil
+}

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestExitCodes(t *testing.T) {
+	t.Setenv("TG_ENVIRONMENT", "")
+	t.Setenv("TG_KEY_MASTER", "")
+	t.Setenv("DATABASE_URL", "")
+	dir := t.TempDir()
+	cases := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{"version", []string{"version"}, 0, "tg-controlplane ", ""},
+		{"unknown command", []string{"bogus"}, 2, "", "unknown command"},
+		{"unknown flag", []string{"serve", "--nope"}, 2, "", "unknown flag"},
+		{"init without tenant", []string{"init", "--data-dir", dir}, 2, "", "--tenant is required"},
+		{"stray argument", []string{"serve", "x"}, 2, "", "unexpected arguments"},
+		{"init", []string{"init", "--tenant", "acme", "--data-dir", dir, "-o", "json"}, 0, `"api_key": "tgk_`, ""},
+		{"init twice", []string{"init", "--tenant", "acme", "--data-dir", dir}, 1, "", "tenant already exists"},
+		{"bad tenant", []string{"init", "--tenant", "Not_A_Slug", "--data-dir", dir}, 1, "", "must match"},
+		{"bad config", []string{"serve", "--config", filepath.Join(dir, "missing.yaml")}, 1, "", "read config"},
+		{"mosquitto-config", []string{"mosquitto-config", "--data-dir", dir, "--out", filepath.Join(dir, "mosq")}, 0, "require_certificate true", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(tc.args, &out, &errb)
+			if code != tc.code || !strings.Contains(out.String(), tc.stdout) || !strings.Contains(errb.String(), tc.stderr) {
+				t.Fatalf("exit %d (want %d)\nstdout: %s\nstderr: %s", code, tc.code, out.String(), errb.String())
+			}
+			if code != 0 && strings.Count(strings.TrimSpace(errb.String()), "\n") != 0 {
+				t.Errorf("stderr is not one line: %q", errb.String())
+			}
+		})
+	}
+	for _, f := range []string{"ca.pem", "server.crt", "server.key", "acl", "controlplane.crt", "controlplane.key", "mosquitto.conf"} {
+		if _, err := os.Stat(filepath.Join(dir, "mosq", f)); err != nil {
+			t.Errorf("mosquitto-config: %v", err)
+		}
+	}
+	acl, _ := os.ReadFile(filepath.Join(dir, "mosq", "acl"))
+	if !strings.Contains(string(acl), "user controlplane") || !strings.Contains(string(acl), "user op-") {
+		t.Errorf("ACL lacks the control plane or the admin operator:\n%s", acl)
+	}
+}

@@ -1,0 +1,369 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/api"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/broker"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/ca"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/enroll"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/server"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
+	"github.com/tensorguard/tensorguardflow/internal/kek"
+	"github.com/tensorguard/tensorguardflow/internal/mqttacl"
+)
+
+var (
+	_ broker.Authority = ca.BrokerAuthority{}
+	_ api.CA           = (*ca.Authority)(nil)
+	_ api.Revoker      = (*ControlPlane)(nil)
+)
+
+// Option adjusts New.
+type Option func(*options)
+
+type options struct {
+	logger *slog.Logger
+	extra  http.Handler
+	now    func() time.Time
+	getenv func(string) string
+}
+
+// WithLogger replaces the logger the configuration describes.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithHandler mounts h for every path outside /api/v1/ (the trainer's
+// /v1/ API).
+func WithHandler(h http.Handler) Option { return func(o *options) { o.extra = h } }
+
+// WithClock replaces time.Now (tests of expiry).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithGetenv replaces os.Getenv for reading secrets (tests).
+func WithGetenv(f func(string) string) Option { return func(o *options) { o.getenv = f } }
+
+// ControlPlane is one control-plane node: the HTTP(S) API with enrollment,
+// the fleet CAs, the embedded MQTT broker and the presence tracker.
+type ControlPlane struct {
+	cfg      Config
+	log      *slog.Logger
+	store    *store.Store
+	kek      kek.Provider
+	ca       *ca.Authority
+	verifier *enroll.Verifier
+	broker   *broker.Broker // nil with an external broker
+	server   *server.Server
+	presence *presenceTracker
+
+	ready chan struct{}
+}
+
+// New builds a control plane from a finished, valid configuration: it opens
+// the KEK, the database (migrating it) and the CAs, but binds nothing until
+// Run. In production it refuses a KEK that is not production-ready.
+func New(cfg Config, opts ...Option) (*ControlPlane, error) {
+	o := options{now: time.Now, getenv: os.Getenv}
+	for _, f := range opts {
+		f(&o)
+	}
+	cfg.Finish()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	log := o.logger
+	if log == nil {
+		log = NewLogger(cfg.Log, os.Stderr)
+	}
+	ctx := context.Background()
+	provider, err := openKEK(cfg)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := cfg.LoadSecretKey(o.getenv)
+	if err != nil {
+		return nil, err
+	}
+	if secret == nil {
+		log.Warn("TG_SECRET_KEY is not set; using a random per-process key (development only)")
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.WithClock(o.now))
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	cp := &ControlPlane{cfg: cfg, log: log, store: st, kek: provider, ready: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = st.Close()
+		}
+	}()
+	cp.ca, err = ca.Open(ctx, ca.Options{
+		Store: st, KEK: provider, DataDir: cfg.DataDir, Hostnames: cfg.HTTP.Hostnames,
+		Now: o.now, Logger: log.With("subsystem", "ca"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cp.verifier, err = newVerifier(cfg, o.now); err != nil {
+		return nil, err
+	}
+	if cfg.MQTT.Mode == MQTTEmbedded {
+		cp.broker, err = broker.New(broker.Config{
+			Addr: cfg.MQTT.Listen, GetCertificate: cp.ca.ServerCertificate, Authority: ca.BrokerAuthority{A: cp.ca},
+			InsecureDevAddr: cfg.MQTT.InsecureDevListen, Production: cfg.Production(),
+			Logger: log.With("subsystem", "mqtt"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("mqtt broker: %w", err)
+		}
+	}
+	cp.presence = newPresenceTracker(st, o.now, log.With("subsystem", "presence"))
+	apiHandler := api.New(api.Deps{
+		Store: st, CA: cp.ca, Revoker: cp, BrokerURL: cp.brokerURL(), Now: o.now, Logger: log.With("subsystem", "api"),
+	})
+	cp.server, err = server.New(server.Config{
+		Addr: cfg.HTTP.Listen, AllowPlainLoopback: *cfg.HTTP.AllowPlainLoopback, Production: cfg.Production(),
+		Store: st, CA: cp.ca, Verifier: cp.verifier, AllowedKinds: cfg.Enrollment.AllowedTPMKinds,
+		DefaultCertTTL: time.Duration(cfg.Enrollment.DefaultCertTTL), SessionKey: secret,
+		API: apiHandler, Extra: o.extra, Ready: cp.checkReady, DrainTimeout: time.Duration(cfg.ShutdownTimeout),
+		Logger: log.With("subsystem", "http"), Now: o.now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ok = true
+	return cp, nil
+}
+
+// openKEK opens the configured KEK and, in production, refuses one that is
+// not production-ready (a generated development key).
+func openKEK(cfg Config) (kek.Provider, error) {
+	p, err := kek.Open(cfg.KEK)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("kek: %s does not exist: run `tg-controlplane init` or set %s", cfg.KEK.File, EnvVarKeyMaster)
+		}
+		return nil, fmt.Errorf("kek: %w", err)
+	}
+	if cfg.Production() {
+		if err := p.ProductionReady(); err != nil {
+			return nil, fmt.Errorf("kek: refused with %s=production: %w (provide the KEK with %s or a key file of your own)",
+				EnvVarEnvironment, err, EnvVarKeyMaster)
+		}
+	}
+	return p, nil
+}
+
+func newVerifier(cfg Config, now func() time.Time) (*enroll.Verifier, error) {
+	roots, err := loadPool(cfg.Enrollment.EKRoots)
+	if err != nil {
+		return nil, fmt.Errorf("enrollment.ek_roots: %w", err)
+	}
+	inter, err := loadPool(cfg.Enrollment.EKIntermediates)
+	if err != nil {
+		return nil, fmt.Errorf("enrollment.ek_intermediates: %w", err)
+	}
+	var kinds []string
+	for _, k := range cfg.Enrollment.AllowedTPMKinds {
+		if k != enroll.KindNone {
+			kinds = append(kinds, k)
+		}
+	}
+	if len(kinds) == 0 {
+		kinds = []string{enroll.KindHardware} // Begin is never reached: the server refuses first
+	}
+	return enroll.NewVerifier(enroll.Config{
+		EKRoots: roots, EKIntermediates: inter, AllowEKWithoutCert: cfg.Enrollment.AllowEKWithoutCert,
+		AllowedKinds: kinds, Now: now,
+	})
+}
+
+func loadPool(files []string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("%s: no PEM certificate", f)
+		}
+	}
+	return pool, nil
+}
+
+// brokerURL is the MQTT address clients are given.
+func (cp *ControlPlane) brokerURL() string {
+	if cp.cfg.MQTT.PublicURL != "" {
+		return cp.cfg.MQTT.PublicURL
+	}
+	if cp.cfg.MQTT.Mode == MQTTExternal {
+		return cp.cfg.MQTT.ExternalURL
+	}
+	host := "localhost"
+	if len(cp.cfg.HTTP.Hostnames) > 0 {
+		host = cp.cfg.HTTP.Hostnames[0]
+	}
+	_, port, _ := net.SplitHostPort(cp.cfg.MQTT.Listen)
+	if cp.broker != nil && cp.broker.Addr() != nil {
+		_, port, _ = net.SplitHostPort(cp.broker.Addr().String())
+	}
+	return "mqtts://" + net.JoinHostPort(host, port)
+}
+
+// DisconnectDevice implements api.Revoker: after the API revoked or deleted
+// a device, drop cached revocation answers (so the next handshake sees it)
+// and close its MQTT connections.
+func (cp *ControlPlane) DisconnectDevice(tenant, device string) {
+	cp.ca.InvalidateRevocations()
+	if cp.broker != nil {
+		n := cp.broker.Disconnect(mqttacl.Device(tenant, device))
+		cp.log.Info("device disconnected after revocation", "tenant", tenant, "device", device, "connections", n)
+		return
+	}
+	cp.log.Warn("external broker: regenerate its ACL with `tg-controlplane mosquitto-config` and reload it to cut the device off",
+		"tenant", tenant, "device", device)
+}
+
+func (cp *ControlPlane) checkReady(context.Context) error {
+	select {
+	case <-cp.ready:
+		return nil
+	default:
+		return errors.New("starting")
+	}
+}
+
+// Ready is closed once every listener accepts connections.
+func (cp *ControlPlane) Ready() <-chan struct{} { return cp.ready }
+
+// HTTPAddr is the API listener's address; valid after Ready.
+func (cp *ControlPlane) HTTPAddr() net.Addr { return cp.server.Addr() }
+
+// MQTTAddr is the embedded broker's mTLS address (nil with an external
+// broker); valid after Ready.
+func (cp *ControlPlane) MQTTAddr() net.Addr {
+	if cp.broker == nil {
+		return nil
+	}
+	return cp.broker.Addr()
+}
+
+// CA returns the certificate authority (for tests and tools).
+func (cp *ControlPlane) CA() *ca.Authority { return cp.ca }
+
+// Store returns the database.
+func (cp *ControlPlane) Store() *store.Store { return cp.store }
+
+// Run serves until ctx ends or a task fails, then drains and closes the
+// database. Tasks: the HTTP(S) server, the CA refresher, and with the
+// embedded broker the broker and the presence tracker. The first error
+// cancels the others; a panic in a task becomes its error.
+func (cp *ControlPlane) Run(ctx context.Context) error {
+	defer cp.store.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	task := func(name string, run func(context.Context) error) {
+		g.Go(func() (err error) {
+			defer func() {
+				if v := recover(); v != nil {
+					err = fmt.Errorf("%s: panic: %v\n%s", name, v, debug.Stack())
+				}
+			}()
+			if err := run(gctx); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	task("http", cp.server.Run)
+	task("ca", cp.ca.Run)
+	if cp.broker != nil {
+		task("mqtt", cp.broker.Run)
+		task("presence", func(ctx context.Context) error {
+			select {
+			case <-cp.broker.Ready():
+			case <-ctx.Done():
+				return nil
+			}
+			return cp.presence.Run(ctx, cp.broker.Subscribe)
+		})
+	} else {
+		task("presence", cp.runExternalPresence)
+	}
+	task("ready", func(ctx context.Context) error {
+		for _, ch := range cp.readyChans() {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		close(cp.ready)
+		cp.log.Info("control plane ready", "http", cp.server.Addr().String(), "mqtt", addrString(cp.MQTTAddr()),
+			"ca_hash", cp.ca.CAHash(), "environment", cp.cfg.Environment)
+		_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+		<-ctx.Done()
+		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+		return nil
+	})
+	return g.Wait()
+}
+
+func (cp *ControlPlane) readyChans() []<-chan struct{} {
+	chans := []<-chan struct{}{cp.server.Ready()}
+	if cp.broker != nil {
+		chans = append(chans, cp.broker.Ready())
+	}
+	return chans
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// NewLogger builds the slog logger the configuration describes.
+func NewLogger(c LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// portOf returns the port of a listen address, or def.
+func portOf(addr string, def int) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return def
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n == 0 {
+		return def
+	}
+	return n
+}
