@@ -1,0 +1,601 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tensorguard/tensorguardflow/agent/internal/enroll"
+	"github.com/tensorguard/tensorguardflow/agent/internal/outbox"
+	"github.com/tensorguard/tensorguardflow/agent/internal/presence"
+	"github.com/tensorguard/tensorguardflow/agent/internal/sdnotify"
+	"github.com/tensorguard/tensorguardflow/agent/internal/state"
+	"github.com/tensorguard/tensorguardflow/internal/tpmdev"
+)
+
+// Version is the agent's version, set at build time with
+// -ldflags "-X github.com/tensorguard/tensorguardflow/agent.Version=…".
+var Version = "dev"
+
+// ErrKeyMismatch means the stored certificate is not for the TPM's TLS
+// key: the TPM was cleared or replaced (or is a simulator without a fixed
+// seed). The device must enroll again with a new token.
+var ErrKeyMismatch = errors.New("stored identity does not belong to this TPM's key")
+
+// EnrollError is a permanent enrollment failure; retrying with the same
+// configuration cannot succeed. Error() explains what to do.
+type EnrollError struct{ Err error }
+
+func (e *EnrollError) Error() string { return "enrollment failed: " + enroll.Explain(e.Err) }
+func (e *EnrollError) Unwrap() error { return e.Err }
+
+// Key names in the state file's key/value space.
+const (
+	kvNamespace = "identity"
+	kvCAPEM     = "ca_pem"
+	kvTPMKind   = "tpm_kind"
+	keyRef      = "tpm-primary:owner:tensorguardflow/tls/v1"
+)
+
+// Notifier is the service manager (systemd's sd_notify by default).
+type Notifier interface {
+	Ready() error
+	Stopping() error
+	Reloading() error
+	Status(msg string) error
+}
+
+type systemdNotifier struct{}
+
+func (systemdNotifier) Ready() error            { return sdnotify.Ready() }
+func (systemdNotifier) Stopping() error         { return sdnotify.Stopping() }
+func (systemdNotifier) Reloading() error        { return sdnotify.Reloading() }
+func (systemdNotifier) Status(msg string) error { return sdnotify.Status(msg) }
+
+// Option customises an Agent.
+type Option func(*options)
+
+type options struct {
+	configPath    string
+	levelVar      *slog.LevelVar
+	openTPM       func(*Config) (*tpmdev.Device, error)
+	notifier      Notifier
+	enrollBackoff presence.Backoff
+	renewBackoff  presence.Backoff
+}
+
+// WithConfigPath makes Run reload the config from path on SIGHUP.
+func WithConfigPath(path string) Option { return func(o *options) { o.configPath = path } }
+
+// WithLevelVar lets reloads change the log level of the caller's handler.
+func WithLevelVar(v *slog.LevelVar) Option { return func(o *options) { o.levelVar = v } }
+
+// WithTPMOpener replaces how the TPM is opened (tests).
+func WithTPMOpener(f func(*Config) (*tpmdev.Device, error)) Option {
+	return func(o *options) { o.openTPM = f }
+}
+
+// WithNotifier replaces sd_notify (tests).
+func WithNotifier(n Notifier) Option { return func(o *options) { o.notifier = n } }
+
+// WithRetry sets the backoff bounds of enrollment and renewal retries.
+func WithRetry(minDelay, maxDelay time.Duration) Option {
+	return func(o *options) {
+		o.enrollBackoff = presence.Backoff{Min: minDelay, Max: maxDelay}
+		o.renewBackoff = presence.Backoff{Min: minDelay, Max: maxDelay}
+	}
+}
+
+// Agent is the device daemon. Create it with New and call Run once.
+type Agent struct {
+	opts options
+	log  *slog.Logger
+	cfg  atomic.Pointer[Config]
+
+	certs     certStore
+	started   time.Time
+	lastBeat  atomic.Int64 // unix nanos of the last heartbeat iteration
+	renewals  atomic.Uint64
+	reloadNow chan struct{} // wakes the heartbeat after a reload
+
+	mu      sync.Mutex
+	db      *state.DB // set while Run holds the state open
+	session *presence.Session
+	box     *outbox.Outbox
+}
+
+// New validates cfg and returns an Agent. It opens nothing.
+func New(cfg *Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid config: %w", err)
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	a := &Agent{
+		opts: options{
+			openTPM:       openTPM,
+			notifier:      systemdNotifier{},
+			enrollBackoff: presence.Backoff{Min: time.Second, Max: time.Minute},
+			renewBackoff:  presence.Backoff{Min: 2 * time.Second, Max: 5 * time.Minute},
+		},
+		log:       logger,
+		reloadNow: make(chan struct{}, 1),
+	}
+	for _, o := range opts {
+		o(&a.opts)
+	}
+	c := *cfg
+	a.cfg.Store(&c)
+	if a.opts.levelVar != nil {
+		a.opts.levelVar.Set(c.LogLevel())
+	}
+	return a, nil
+}
+
+// Config returns the configuration in effect.
+func (a *Agent) Config() *Config { c := *a.cfg.Load(); return &c }
+
+// resources are what Run and Enroll hold open.
+type resources struct {
+	db     *state.DB
+	tpm    *tpmdev.Device
+	tlsKey *tpmdev.Key
+	signer crypto.Signer
+}
+
+func (r *resources) close() error {
+	var errs []error
+	if r.tlsKey != nil {
+		r.tlsKey.Close()
+	}
+	if r.tpm != nil {
+		errs = append(errs, r.tpm.Close())
+	}
+	if r.db != nil {
+		errs = append(errs, r.db.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (a *Agent) open() (*resources, error) {
+	cfg := a.cfg.Load()
+	if err := os.MkdirAll(filepath.Dir(cfg.StatePath), 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	r := &resources{}
+	var err error
+	if r.db, err = state.Open(cfg.StatePath, state.Options{}); err != nil {
+		return nil, err
+	}
+	if r.tpm, err = a.opts.openTPM(cfg); err != nil {
+		_ = r.close()
+		return nil, fmt.Errorf("open tpm: %w", err)
+	}
+	if r.tlsKey, err = r.tpm.TLSKey(); err != nil {
+		_ = r.close()
+		return nil, fmt.Errorf("load tls key: %w", err)
+	}
+	if r.signer, err = r.tlsKey.Signer(); err != nil {
+		_ = r.close()
+		return nil, fmt.Errorf("load tls key: %w", err)
+	}
+	return r, nil
+}
+
+// Enroll enrolls the device if the state holds no identity yet (the
+// one-shot `tg-agent enroll`), and returns the identity's status and
+// whether it was created now.
+func (a *Agent) Enroll(ctx context.Context) (*Status, bool, error) {
+	r, err := a.open()
+	if err != nil {
+		return nil, false, err
+	}
+	defer r.close()
+	_, fresh, err := a.identity(ctx, r)
+	if err != nil {
+		return nil, false, err
+	}
+	st, err := statusFromDB(r.db)
+	return st, fresh, err
+}
+
+// identity loads the stored identity or enrolls.
+func (a *Agent) identity(ctx context.Context, r *resources) (*enroll.Identity, bool, error) {
+	cfg := a.cfg.Load()
+	stored, err := r.db.Identity()
+	if err == nil {
+		ca, err := r.db.Get(kvNamespace, kvCAPEM)
+		if err != nil {
+			return nil, false, fmt.Errorf("stored identity has no CA bundle: %w", err)
+		}
+		id, err := enroll.ParseIdentity(stored.CertChainPEM, ca, r.signer.Public())
+		if err != nil {
+			return nil, false, fmt.Errorf("%w (device %s, state %s): move the state file away and enroll again with a new token: %v",
+				ErrKeyMismatch, stored.DeviceID, r.db.Path(), err)
+		}
+		a.log.Info("identity loaded", "device", id.DeviceID, "tenant", id.TenantID, "fleet", id.FleetID, "not_after", id.Leaf.NotAfter)
+		return id, false, nil
+	}
+	if !errors.Is(err, state.ErrNotFound) {
+		return nil, false, err
+	}
+
+	token, err := cfg.EnrollmentToken()
+	if err != nil {
+		return nil, false, &EnrollError{Err: fmt.Errorf("device is not enrolled: %w", err)}
+	}
+	ccfg := enroll.Config{ServerURL: cfg.ServerURL, Logger: a.log}
+	switch {
+	case cfg.CAHash != "":
+		pin, err := enroll.ParsePin(cfg.CAHash)
+		if err != nil {
+			return nil, false, err
+		}
+		ccfg.Pin = &pin
+	case cfg.CAFile != "":
+		if ccfg.CAPEM, err = os.ReadFile(cfg.CAFile); err != nil {
+			return nil, false, fmt.Errorf("ca_file: %w", err)
+		}
+	default:
+		return nil, false, &EnrollError{Err: errors.New("device is not enrolled and neither ca_hash nor ca_file is set to trust the control plane")}
+	}
+	client, err := enroll.New(ccfg)
+	if err != nil {
+		return nil, false, err
+	}
+	a.log.Info("enrolling", "server", cfg.ServerURL, "tpm", r.tpm.Kind())
+	for attempt := 1; ; attempt++ {
+		id, err := client.Enroll(ctx, r.tpm, r.tlsKey, token)
+		if err == nil {
+			if err := a.saveIdentity(r.db, id, string(r.tpm.Kind()), time.Now()); err != nil {
+				return nil, false, err
+			}
+			return id, true, nil
+		}
+		if !enroll.Retryable(err) {
+			if ctx.Err() != nil {
+				return nil, false, ctx.Err()
+			}
+			return nil, false, &EnrollError{Err: err}
+		}
+		d := a.opts.enrollBackoff.Delay(attempt)
+		a.log.Warn("enrollment failed; retrying", "attempt", attempt, "retry_in", d, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		case <-time.After(d):
+		}
+	}
+}
+
+// saveIdentity persists id. The CA bundle goes first: an identity record
+// present implies its bundle is.
+func (a *Agent) saveIdentity(db *state.DB, id *enroll.Identity, tpmKind string, enrolledAt time.Time) error {
+	cfg := a.cfg.Load()
+	if err := db.Put(kvNamespace, kvCAPEM, id.CAPEM); err != nil {
+		return err
+	}
+	if tpmKind != "" {
+		if err := db.Put(kvNamespace, kvTPMKind, []byte(tpmKind)); err != nil {
+			return err
+		}
+	}
+	return db.SetIdentity(state.Identity{
+		DeviceID:        id.DeviceID,
+		TenantID:        id.TenantID,
+		FleetID:         id.FleetID,
+		CertChainPEM:    id.CertChainPEM,
+		KeyRef:          []byte(keyRef),
+		ControlPlaneURL: cfg.ServerURL,
+		BrokerURL:       cfg.BrokerURL(),
+		EnrolledAt:      enrolledAt.UTC(),
+	})
+}
+
+// Run runs the agent until ctx ends (nil) or a task fails (its error).
+func (a *Agent) Run(ctx context.Context) error {
+	a.started = time.Now()
+	r, err := a.open()
+	if err != nil {
+		return err
+	}
+	closeRes := true
+	defer func() {
+		if closeRes {
+			if err := r.close(); err != nil {
+				a.log.Warn("close", "err", err)
+			}
+		}
+	}()
+	id, _, err := a.identity(ctx, r)
+	if err != nil {
+		return err
+	}
+	a.certs.set(id, r.signer)
+
+	cfg := a.cfg.Load()
+	stored, err := r.db.Identity()
+	if err != nil {
+		return err
+	}
+	brokerURL := cfg.MQTT.URL
+	if brokerURL == "" {
+		brokerURL = stored.BrokerURL
+	}
+	if brokerURL == "" {
+		brokerURL = cfg.BrokerURL()
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(id.CAPEM) {
+		return errors.New("stored CA bundle holds no certificate")
+	}
+	box, err := outbox.Open(r.db, outbox.Config{
+		MaxEntries: cfg.Outbox.MaxEntries,
+		MaxBytes:   cfg.Outbox.MaxBytes,
+		Logger:     a.log.With("subsystem", "outbox"),
+	})
+	if err != nil {
+		return err
+	}
+	sess, err := presence.New(presence.Config{
+		BrokerURL: brokerURL,
+		TLS: &tls.Config{
+			MinVersion:           tls.VersionTLS12,
+			RootCAs:              roots,
+			GetClientCertificate: a.certs.get,
+		},
+		Tenant:    id.TenantID,
+		Device:    id.DeviceID,
+		Sessions:  r.db,
+		KeepAlive: cfg.MQTT.KeepAlive.D(),
+		OnConnect: func(uint64) { box.Kick() },
+		Logger:    a.log.With("subsystem", "presence"),
+	})
+	if err != nil {
+		return err
+	}
+	cpURL := stored.ControlPlaneURL
+	if cpURL == "" {
+		cpURL = cfg.ServerURL
+	}
+	renewer, err := enroll.New(enroll.Config{
+		ServerURL:            cpURL,
+		CAPEM:                id.CAPEM,
+		GetClientCertificate: a.certs.get,
+		Logger:               a.log.With("subsystem", "renew"),
+	})
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.db, a.session, a.box = r.db, sess, box
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.db, a.session, a.box = nil, nil, nil
+		a.mu.Unlock()
+	}()
+	a.lastBeat.Store(time.Now().UnixNano())
+
+	g, gctx := errgroup.WithContext(ctx)
+	task := func(name string, fn func(context.Context) error) {
+		g.Go(func() (err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("%s task panicked: %v\n%s", name, p, debug.Stack())
+				}
+			}()
+			if err := fn(gctx); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	task("presence", sess.Run)
+	task("outbox", func(ctx context.Context) error { return box.Run(ctx, sess) })
+	task("renew", func(ctx context.Context) error { return a.renewLoop(ctx, r, renewer) })
+	task("telemetry", func(ctx context.Context) error { return a.telemetryLoop(ctx, box, id.TenantID, id.DeviceID) })
+	task("watchdog", (&sdnotify.Watchdog{Healthy: a.healthy, Logger: a.log.With("subsystem", "watchdog")}).Run)
+	if a.opts.configPath != "" {
+		task("reload", a.reloadOnSIGHUP)
+	}
+	a.writeStatusFile(true)
+	a.notify("ready", a.opts.notifier.Ready())
+	a.notify("status", a.opts.notifier.Status("running as "+id.DeviceID))
+	a.log.Info("agent running", "device", id.DeviceID, "broker", brokerURL, "version", Version)
+
+	done := make(chan error, 1)
+	go func() { done <- g.Wait() }()
+	select {
+	case err = <-done:
+		a.notify("stopping", a.opts.notifier.Stopping())
+	case <-ctx.Done():
+		a.notify("stopping", a.opts.notifier.Stopping())
+		timeout := a.cfg.Load().ShutdownTimeout.D()
+		a.log.Info("shutting down", "deadline", timeout)
+		select {
+		case err = <-done:
+		case <-time.After(timeout):
+			// Leave the state file to the process exit: a task may still
+			// be inside a transaction.
+			closeRes = false
+			return fmt.Errorf("shutdown did not finish within %s", timeout)
+		}
+	}
+	a.writeStatusFile(false)
+	if err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+func (a *Agent) notify(what string, err error) {
+	if err != nil {
+		a.log.Warn("sd_notify failed", "state", what, "err", err)
+	}
+}
+
+// healthy is the watchdog's check: the heartbeat loop is making progress
+// and the state file answers.
+func (a *Agent) healthy() bool {
+	iv := a.cfg.Load().Telemetry.Interval.D()
+	if time.Since(time.Unix(0, a.lastBeat.Load())) > 2*iv+30*time.Second {
+		return false
+	}
+	a.mu.Lock()
+	db := a.db
+	a.mu.Unlock()
+	return db != nil && db.View(func(*bolt.Tx) error { return nil }) == nil
+}
+
+// renewLoop renews the certificate at renew_fraction of its lifetime.
+func (a *Agent) renewLoop(ctx context.Context, r *resources, c *enroll.Client) error {
+	failures := 0
+	var retryAt time.Time
+	for {
+		leaf := a.certs.identity().Leaf
+		at := renewAt(leaf, a.cfg.Load().RenewFraction)
+		if failures > 0 {
+			at = retryAt
+		}
+		if d := time.Until(at); d > 0 {
+			a.log.Debug("next certificate renewal", "at", at)
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+		}
+		id, err := c.Renew(ctx, r.signer)
+		if err == nil && id.DeviceID != a.certs.identity().DeviceID {
+			err = fmt.Errorf("renewed certificate names device %s, not %s", id.DeviceID, a.certs.identity().DeviceID)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			failures++
+			d := a.opts.renewBackoff.Delay(failures)
+			retryAt = time.Now().Add(d)
+			lvl := slog.LevelWarn
+			if !enroll.Retryable(err) || time.Now().After(leaf.NotAfter) {
+				lvl = slog.LevelError
+			}
+			a.log.Log(ctx, lvl, "certificate renewal failed", "attempt", failures, "retry_in", d,
+				"not_after", leaf.NotAfter, "err", enroll.Explain(err))
+			continue
+		}
+		failures = 0
+		stored, err := r.db.Identity()
+		if err != nil {
+			return err
+		}
+		if err := a.saveIdentity(r.db, id, "", stored.EnrolledAt); err != nil {
+			return fmt.Errorf("persist renewed certificate: %w", err)
+		}
+		a.certs.set(id, r.signer)
+		c.CloseIdleConnections()
+		a.renewals.Add(1)
+		a.writeStatusFile(true)
+		a.log.Info("certificate renewed", "serial", id.Leaf.SerialNumber.Text(16), "not_after", id.Leaf.NotAfter)
+	}
+}
+
+// renewAt is NotBefore + fraction·lifetime.
+func renewAt(leaf *x509.Certificate, fraction float64) time.Time {
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	return leaf.NotBefore.Add(time.Duration(float64(life) * fraction))
+}
+
+// Reload applies next if it is valid and changes only keys that are safe to
+// change while running; otherwise it keeps the current config and says why.
+func (a *Agent) Reload(next *Config) error {
+	if err := next.Validate(); err != nil {
+		return fmt.Errorf("keeping the current config: %w", err)
+	}
+	cur := a.cfg.Load()
+	if keys := restartKeys(cur, next); len(keys) > 0 {
+		return fmt.Errorf("keeping the current config: changing %v needs a restart", keys)
+	}
+	c := *next
+	a.cfg.Store(&c)
+	if a.opts.levelVar != nil {
+		a.opts.levelVar.Set(c.LogLevel())
+	}
+	select {
+	case a.reloadNow <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (a *Agent) reloadOnSIGHUP(ctx context.Context) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+		}
+		a.notify("reloading", a.opts.notifier.Reloading())
+		next, err := LoadConfig(a.opts.configPath)
+		if err == nil {
+			err = a.Reload(next)
+		}
+		if err != nil {
+			a.log.Error("reload refused", "config", a.opts.configPath, "err", err)
+		} else {
+			a.log.Info("config reloaded", "config", a.opts.configPath)
+		}
+		a.notify("ready", a.opts.notifier.Ready())
+	}
+}
+
+// certStore holds the current client certificate; TLS asks it at every
+// handshake, so a renewal takes effect on the next connection.
+type certStore struct {
+	mu   sync.RWMutex
+	id   *enroll.Identity
+	cert *tls.Certificate
+}
+
+func (s *certStore) set(id *enroll.Identity, signer crypto.Signer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.id, s.cert = id, id.TLSCertificate(signer)
+}
+
+func (s *certStore) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.cert == nil {
+		return nil, errors.New("no device certificate yet")
+	}
+	return s.cert, nil
+}
+
+func (s *certStore) identity() *enroll.Identity {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.id
+}

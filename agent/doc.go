@@ -1,0 +1,54 @@
+// Package agent is the TensorGuardFlow device daemon (`tg-agent run`): it
+// holds the device's mTLS identity, whose key lives in the TPM, enrolls with
+// the control plane once, renews its certificate before it expires, and
+// keeps the device visible over MQTT with a durable outbox for what must
+// arrive.
+//
+// # Lifecycle
+//
+// New(cfg, logger).Run(ctx) opens the state file (bbolt) and the TPM
+// (/dev/tpmrm0, an swtpm socket, or the simulator in development), and
+// loads the TLS key, a primary key the TPM re-derives identically after
+// every restart, so no key blob is ever stored. If the state holds no
+// identity, the agent enrolls (package enroll: CA-pinned first contact,
+// TPM2_Certify, credential activation), retrying transient failures with
+// backoff and giving up with an *EnrollError on refusals (used or expired
+// token, untrusted TPM). The identity (certificate chain, CA bundle, ids) is
+// written to the state file before anything else happens, so a killed and
+// restarted agent comes back with the same identity and never enrolls
+// twice. A stored certificate whose key is not the TPM's TLS key (TPM
+// cleared, simulator without a seed) is refused with ErrKeyMismatch rather
+// than silently re-enrolled.
+//
+// Then one errgroup runs the tasks; the first failure (or a panic, turned
+// into an error) stops them all:
+//
+//   - presence: the MQTT session (package presence): retained online status
+//     with a session counter, a Will for offline, reconnect with backoff.
+//     TLS presents the TPM-backed certificate through GetClientCertificate.
+//   - outbox: drains the durable outbox to the broker.
+//   - renew: at renew_fraction (default 2/3) of the certificate's lifetime it
+//     asks /api/v1/device/renew for a new certificate for the same TPM key,
+//     persists it and swaps it in. The current MQTT connection is kept: a
+//     TLS session's client certificate is only checked at the handshake, so
+//     dropping a healthy connection would buy nothing and cost an
+//     offline/online flap; the next connection (after any network loss)
+//     presents the new certificate. Failures back off (2s doubling to 5m).
+//   - telemetry: a heartbeat (schema tg.telemetry.v1: device type, labels,
+//     uptime, certificate expiry, outbox depth) through the outbox every
+//     telemetry.interval, class telemetry (dropped first when full).
+//   - watchdog: WATCHDOG=1 while healthy: the heartbeat loop made progress
+//     recently and the state file answers a read transaction.
+//   - reload (with WithConfigPath): SIGHUP re-reads and validates the file and
+//     applies it only if every changed key is safe to change live (labels,
+//     telemetry.interval, log.level); otherwise the old config stays and the
+//     reason is logged.
+//
+// READY=1 is sent once the tasks are started (the MQTT session is connected
+// or queued to connect); STOPPING=1 when ctx ends. Shutdown is bounded by
+// shutdown_timeout: presence publishes offline and disconnects, the outbox
+// stops (its entries are durable), the TPM and the state file are closed.
+//
+// While running, the agent keeps <state_path>.status.json current, so
+// `tg-agent status` works although the state file is locked.
+package agent

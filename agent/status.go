@@ -1,0 +1,135 @@
+package agent
+
+import (
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/tensorguard/tensorguardflow/agent/internal/state"
+)
+
+// Status is what `tg-agent status` prints: the identity from the state file
+// (no TPM access needed) and, while the agent runs, its live state.
+type Status struct {
+	Enrolled        bool      `json:"enrolled"`
+	DeviceID        string    `json:"device_id,omitempty"`
+	TenantID        string    `json:"tenant_id,omitempty"`
+	FleetID         string    `json:"fleet_id,omitempty"`
+	TPMKind         string    `json:"tpm_kind,omitempty"`
+	CertSerial      string    `json:"cert_serial,omitempty"`
+	CertNotAfter    time.Time `json:"cert_not_after,omitzero"`
+	EnrolledAt      time.Time `json:"enrolled_at,omitzero"`
+	ControlPlaneURL string    `json:"control_plane_url,omitempty"`
+	BrokerURL       string    `json:"broker_url,omitempty"`
+	Session         uint64    `json:"session"`
+	// Outbox counters are known only while the agent runs.
+	OutboxPending int    `json:"outbox_pending"`
+	OutboxDropped uint64 `json:"outbox_dropped"`
+
+	// Running, Connected and UpdatedAt come from the running agent's
+	// status file; Running is false when read from the state file itself.
+	Running   bool      `json:"running"`
+	Connected bool      `json:"connected"`
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+	StatePath string    `json:"state_path"`
+}
+
+func statusFromDB(db *state.DB) (*Status, error) {
+	st := &Status{StatePath: db.Path()}
+	id, err := db.Identity()
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+	case err != nil:
+		return nil, err
+	default:
+		st.Enrolled = true
+		st.DeviceID, st.TenantID, st.FleetID = id.DeviceID, id.TenantID, id.FleetID
+		st.EnrolledAt, st.ControlPlaneURL, st.BrokerURL = id.EnrolledAt, id.ControlPlaneURL, id.BrokerURL
+		if b, _ := pem.Decode(id.CertChainPEM); b != nil {
+			if c, err := x509.ParseCertificate(b.Bytes); err == nil {
+				st.CertSerial, st.CertNotAfter = c.SerialNumber.Text(16), c.NotAfter.UTC()
+			}
+		}
+		if k, err := db.Get(kvNamespace, kvTPMKind); err == nil {
+			st.TPMKind = string(k)
+		}
+	}
+	if st.Session, err = db.Session(); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// statusFile is where a running agent mirrors its Status.
+func statusFile(statePath string) string { return statePath + ".status.json" }
+
+// writeStatusFile mirrors the live status for `tg-agent status` (the state
+// file is locked while the agent runs). Best effort: failures are logged.
+func (a *Agent) writeStatusFile(running bool) {
+	a.mu.Lock()
+	db, sess, box := a.db, a.session, a.box
+	a.mu.Unlock()
+	if db == nil {
+		return
+	}
+	st, err := statusFromDB(db)
+	if err != nil {
+		a.log.Warn("status file", "err", err)
+		return
+	}
+	st.Running, st.UpdatedAt = running, time.Now().UTC()
+	if sess != nil && running {
+		st.Connected, _ = sess.Connected()
+	}
+	if box != nil {
+		if s, err := box.Stats(); err == nil {
+			st.OutboxPending, st.OutboxDropped = s.Pending, s.Dropped
+		}
+	}
+	b, _ := json.MarshalIndent(st, "", "  ")
+	path := statusFile(db.Path())
+	tmp := path + ".tmp"
+	err = os.WriteFile(tmp, append(b, '\n'), 0o600)
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		a.log.Warn("status file", "path", path, "err", err)
+	}
+}
+
+// ReadStatus reports the device's status without touching the TPM: from the
+// state file when no agent holds it, else from the running agent's status
+// file.
+func ReadStatus(cfg *Config) (*Status, error) {
+	if _, err := os.Stat(cfg.StatePath); errors.Is(err, os.ErrNotExist) {
+		return &Status{StatePath: cfg.StatePath}, nil
+	}
+	db, err := state.Open(cfg.StatePath, state.Options{ReadOnly: true, LockTimeout: 200 * time.Millisecond})
+	if errors.Is(err, state.ErrLocked) {
+		b, ferr := os.ReadFile(statusFile(cfg.StatePath))
+		if ferr != nil {
+			return nil, fmt.Errorf("%w, and no status file from the running agent: %v", err, ferr)
+		}
+		var st Status
+		if err := json.Unmarshal(b, &st); err != nil {
+			return nil, fmt.Errorf("status file %s: %w", statusFile(cfg.StatePath), err)
+		}
+		return &st, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	st, err := statusFromDB(db)
+	if err != nil {
+		return nil, err
+	}
+	// Outbox counters need outbox.Open, which writes; a read-only status
+	// reports them only from a running agent's status file.
+	return st, nil
+}

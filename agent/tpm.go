@@ -1,0 +1,29 @@
+package agent
+
+import (
+	"fmt"
+
+	"github.com/google/go-tpm-tools/simulator"
+
+	"github.com/tensorguard/tensorguardflow/internal/tpmdev"
+	"github.com/tensorguard/tensorguardflow/internal/tpmdev/tpmsim"
+)
+
+// openTPM opens the TPM the config selects.
+func openTPM(c *Config) (*tpmdev.Device, error) {
+	switch {
+	case c.TPM.Simulator:
+		if c.TPM.SimulatorSeed == nil {
+			return tpmsim.Open(nil)
+		}
+		sim, err := simulator.GetWithFixedSeedInsecure(*c.TPM.SimulatorSeed)
+		if err != nil {
+			return nil, fmt.Errorf("start tpm simulator: %w", err)
+		}
+		return tpmdev.New(sim, tpmdev.KindSimulated), nil
+	case c.TPM.SWTPM != "":
+		return tpmdev.OpenSWTPM(c.TPM.SWTPM)
+	default:
+		return tpmdev.OpenDevice(c.TPMDevice())
+	}
+}
