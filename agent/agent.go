@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -303,7 +304,7 @@ func (a *Agent) saveIdentity(db *state.DB, id *enroll.Identity, tpmKind string, 
 		CertChainPEM:    id.CertChainPEM,
 		KeyRef:          []byte(keyRef),
 		ControlPlaneURL: cfg.ServerURL,
-		BrokerURL:       cfg.BrokerURL(),
+		BrokerURL:       cmp.Or(id.BrokerURL, cfg.BrokerURL()),
 		EnrolledAt:      enrolledAt.UTC(),
 	})
 }

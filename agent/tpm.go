@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 
 	"github.com/google/go-tpm-tools/simulator"
 
@@ -24,6 +26,10 @@ func openTPM(c *Config) (*tpmdev.Device, error) {
 	case c.TPM.SWTPM != "":
 		return tpmdev.OpenSWTPM(c.TPM.SWTPM)
 	default:
-		return tpmdev.OpenDevice(c.TPMDevice())
+		d, err := tpmdev.OpenDevice(c.TPMDevice())
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w (no TPM here? set tpm.swtpm to an swtpm address, or, for development only, tpm.simulator: true)", err)
+		}
+		return d, err
 	}
 }

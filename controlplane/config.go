@@ -129,7 +129,9 @@ type EnrollmentConfig struct {
 	// EKRoots and EKIntermediates are PEM files of TPM manufacturer CAs.
 	EKRoots         []string `yaml:"ek_roots"`
 	EKIntermediates []string `yaml:"ek_intermediates"`
-	// AllowEKWithoutCert trusts an EK without a certificate on first use.
+	// AllowEKWithoutCert trusts an EK without a certificate on first use
+	// (hardware and swtpm). Simulated TPMs never have one and are trusted on
+	// first use whenever their kind is allowed (never in production).
 	AllowEKWithoutCert bool `yaml:"allow_ek_without_cert"`
 	// DefaultCertTTL is a device certificate's lifetime when the fleet
 	// policy sets none.

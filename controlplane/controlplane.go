@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -145,7 +146,8 @@ func New(cfg Config, opts ...Option) (*ControlPlane, error) {
 		Addr: cfg.HTTP.Listen, AllowPlainLoopback: *cfg.HTTP.AllowPlainLoopback, Production: cfg.Production(),
 		Store: st, CA: cp.ca, Verifier: cp.verifier, AllowedKinds: cfg.Enrollment.AllowedTPMKinds,
 		DefaultCertTTL: time.Duration(cfg.Enrollment.DefaultCertTTL), SessionKey: secret,
-		API: apiHandler, Extra: o.extra, Ready: cp.checkReady, DrainTimeout: time.Duration(cfg.ShutdownTimeout),
+		BrokerURL: cp.deviceBrokerURL,
+		API:       apiHandler, Extra: o.extra, Ready: cp.checkReady, DrainTimeout: time.Duration(cfg.ShutdownTimeout),
 		Logger: log.With("subsystem", "http"), Now: o.now,
 	})
 	if err != nil {
@@ -229,6 +231,28 @@ func (cp *ControlPlane) brokerURL() string {
 		_, port, _ = net.SplitHostPort(cp.broker.Addr().String())
 	}
 	return "mqtts://" + net.JoinHostPort(host, port)
+}
+
+// deviceBrokerURL is the broker a device is told to use: the configured
+// public or external URL, else the embedded broker's port on the host name
+// the device used to reach this API (so a device that found us as
+// cp.example.net:8000 connects to cp.example.net:8883).
+func (cp *ControlPlane) deviceBrokerURL(r *http.Request) string {
+	if cp.cfg.MQTT.PublicURL != "" || cp.cfg.MQTT.Mode == MQTTExternal {
+		return cp.brokerURL()
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(r.Host); err == nil {
+		host = h
+	}
+	if host == "" {
+		return cp.brokerURL()
+	}
+	u, err := url.Parse(cp.brokerURL())
+	if err != nil {
+		return ""
+	}
+	return "mqtts://" + net.JoinHostPort(host, u.Port())
 }
 
 // DisconnectDevice implements api.Revoker: after the API revoked or deleted

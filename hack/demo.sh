@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # make demo: what TensorGuardFlow can do today, end to end, on this machine.
-# Today that is the TGSP package format: keys, a signed + encrypted model
-# package with its DP certificate, inspection, keyless verification, an
-# unpack by the device key, and tampered or misaddressed copies refused.
-# Everything it makes goes into .demo/ (removed first); it needs only Go.
+#  1. The TGSP package format: keys, a signed + encrypted model package with
+#     its DP certificate, inspection, keyless verification, an unpack by the
+#     device key, and tampered or misaddressed copies refused.
+#  2. A control plane (SQLite, embedded MQTT broker) and three agents, each
+#     with its own simulated TPM, enrolling with one-time tokens, appearing
+#     online, watched over MQTT with an operator credential; one is revoked.
+# Everything it makes goes into .demo/ (removed first). It needs Go; the MQTT
+# view uses mosquitto_sub when installed (hack/install-deps.sh installs it).
+# DEMO_HTTP_PORT / DEMO_MQTT_PORT move the control plane off 18000 / 18883.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,7 +32,7 @@ refused() {
 }
 
 bold "build"
-run go build -o bin/ ./tgsp/cmd/tgsp
+run make --no-print-directory build
 
 rm -rf "$DEMO"
 mkdir -p "$DEMO"
@@ -100,5 +105,78 @@ ln -s /etc/passwd model/escape
 refused "$TGSP" pack --signer-key publisher.key --recipient device.pub --out escape.tgsp model
 rm model/escape
 
+# ---------------------------------------------------------------------------
+HTTP_PORT="${DEMO_HTTP_PORT:-18000}"
+MQTT_PORT="${DEMO_MQTT_PORT:-18883}"
+SERVER="https://127.0.0.1:$HTTP_PORT"
+export XDG_CONFIG_HOME="$DEMO/config" # tgctl's context file stays in .demo/
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+bold "control plane: first run creates the tenant, its CA and an admin API key"
+run tg-controlplane init --tenant acme --data-dir cp -o json >init.json
+key=$(sed -n 's/.*"api_key": *"\([^"]*\)".*/\1/p' init.json)
+cahash=$(sed -n 's/.*"ca_hash": *"\([^"]*\)".*/\1/p' init.json)
+echo "   api key tgk_…(hidden), CA hash $cahash"
+tg-controlplane serve --data-dir cp --listen "127.0.0.1:$HTTP_PORT" --mqtt-listen "127.0.0.1:$MQTT_PORT" >cp.log 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT") 2>/dev/null && break; sleep 0.2; done
+printf '$ tgctl login --server %s --api-key - --ca-hash %s   # key on stdin\n' "$SERVER" "$cahash"
+tgctl login --server "$SERVER" --api-key - --ca-hash "$cahash" <<<"$key"
+
+bold "a fleet that admits simulated TPMs (development only), and one token per device"
+run tgctl fleet create edge --allow-simulated-tpm
+for i in 1 2 3; do
+	mkdir -p "agent$i"
+	tgctl token create edge --ttl 10m -o json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p' >"agent$i/token"
+	chmod 600 "agent$i/token"
+	cat >"agent$i/agent.yaml" <<YAML
+version: 1
+server_url: $SERVER
+ca_hash: $cahash
+token_file: $DEMO/agent$i/token
+state_path: $DEMO/agent$i/agent.db
+tpm: {simulator: true, simulator_seed: $i}
+YAML
+done
+echo "   tokens written to agentN/token; agentN/agent.yaml pins the control plane by its CA hash"
+
+bold "three agents enroll with their TPMs (EK, AK, credential activation, TPM-resident TLS key)"
+for i in 1 2 3; do
+	tg-agent run --config "agent$i/agent.yaml" >"agent$i/agent.log" 2>&1 &
+	pids+=($!)
+done
+for _ in $(seq 100); do
+	[ "$(tgctl device list -o json | grep -o '"online": *true' | wc -l)" -eq 3 ] && break
+	sleep 0.2
+done
+run tgctl device list
+
+bold "fleet state over MQTT, with a read-only operator credential"
+run tgctl mqtt credentials --out mqtt
+if command -v mosquitto_sub >/dev/null 2>&1; then
+	printf '$ mosquitto_sub … -t "tg/v1/acme/devices/+/status" -v   # retained: the whole fleet at once\n'
+	timeout 3 mosquitto_sub -h 127.0.0.1 -p "$MQTT_PORT" --cafile mqtt/ca.pem --cert mqtt/operator.crt \
+		--key mqtt/operator.key -t 'tg/v1/acme/devices/+/status' -v -W 2 2>/dev/null | sed 's/^/   /' || true
+else
+	echo "   (mosquitto_sub not installed: run hack/install-deps.sh to see the retained statuses here)"
+fi
+
+bold "revoke one device: it is disconnected at once and its Will marks it offline"
+victim=$(tgctl device list -o json | sed -n 's/.*"id": *"\(dev-[^"]*\)".*/\1/p' | head -1)
+run tgctl device revoke "$victim"
+sleep 2
+run tgctl device list
+run tgctl audit verify
+
+bold "shutdown"
+cleanup
+pids=()
+echo "   control plane and agents stopped (SIGTERM); logs in .demo/cp.log and .demo/agentN/agent.log"
+
 bold "done"
-echo "Everything above is in .demo/. The agent, control plane and trainer join this demo as they land."
+echo "Everything above is in .demo/. Rollouts, attestation and the trainer join this demo as they land."

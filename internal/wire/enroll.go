@@ -69,4 +69,8 @@ type EnrollResponse struct {
 	// CAPEM is the fleet CA root the device trusts for the control plane and
 	// the broker.
 	CAPEM string `json:"ca_pem"`
+	// BrokerURL is the MQTT broker the device should connect to
+	// (mqtts://host:port), as the control plane advertises it; empty when
+	// it has no opinion.
+	BrokerURL string `json:"broker_url,omitempty"`
 }

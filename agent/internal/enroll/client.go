@@ -145,8 +145,10 @@ type Identity struct {
 	CertChainPEM []byte
 	// CAPEM is the trust bundle for the control plane and the broker.
 	CAPEM []byte
-	Leaf  *x509.Certificate
-	chain [][]byte
+	// BrokerURL is the MQTT broker the control plane advertised, if any.
+	BrokerURL string
+	Leaf      *x509.Certificate
+	chain     [][]byte
 }
 
 // ParseIdentity parses and checks a stored or received identity: the chain
@@ -359,6 +361,13 @@ func (c *Client) identityFrom(body []byte, pub crypto.PublicKey) (*Identity, err
 	}
 	if !c.cfg.Now().Before(id.Leaf.NotAfter) {
 		return nil, fmt.Errorf("%w: certificate already expired at %s", ErrBadResponse, id.Leaf.NotAfter)
+	}
+	if resp.BrokerURL != "" {
+		u, err := url.Parse(resp.BrokerURL)
+		if err != nil || (u.Scheme != "mqtts" && u.Scheme != "ssl" && u.Scheme != "tls") || u.Host == "" {
+			return nil, fmt.Errorf("%w: broker_url %q is not an mqtts:// URL", ErrBadResponse, resp.BrokerURL)
+		}
+		id.BrokerURL = resp.BrokerURL
 	}
 	return id, nil
 }

@@ -226,14 +226,6 @@ func TestEnrollSimulator(t *testing.T) {
 			beginErr: enroll.ErrEKUntrusted,
 		},
 		{
-			name: "no EK certificate",
-			run: func(t *testing.T) (*enroll.Request, func(*enroll.Challenge) *enroll.ChallengeAnswer) {
-				a := newAgent(t, openSim(t, nil))
-				return a.request(t, token), nil
-			},
-			beginErr: enroll.ErrEKUntrusted,
-		},
-		{
 			name: "trusted EK certificate for another key",
 			run: func(t *testing.T) (*enroll.Request, func(*enroll.Challenge) *enroll.ChallengeAnswer) {
 				a := newAgent(t, openSim(t, trusted.IssueEK))
@@ -435,6 +427,41 @@ func TestEnrollSimulator(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEKCertificateRequirement: a TPM that claims to be hardware must show
+// a manufacturer's EK certificate; a simulated TPM has none and, where the
+// allowed kinds admit simulated TPMs at all, is trusted on first use.
+func TestEKCertificateRequirement(t *testing.T) {
+	v, err := enroll.NewVerifier(enroll.Config{EKRoots: tpmdevtest.NewCA(t, "manufacturer").Pool(),
+		AllowedKinds: []string{enroll.KindHardware, enroll.KindSimulated}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	t.Run("hardware claim without EK certificate", func(t *testing.T) {
+		a := newAgent(t, openSim(t, nil))
+		req := a.request(t, token)
+		req.TPMKind = enroll.KindHardware
+		if _, err := v.Begin(ctx, overTheWire(t, req)); !errors.Is(err, enroll.ErrEKUntrusted) {
+			t.Fatalf("Begin: %v, want ErrEKUntrusted", err)
+		}
+	})
+	t.Run("simulated without EK certificate", func(t *testing.T) {
+		a := newAgent(t, openSim(t, nil))
+		req := a.request(t, token)
+		ch, err := v.Begin(ctx, overTheWire(t, req))
+		if err != nil {
+			t.Fatalf("Begin: %v", err)
+		}
+		facts, err := v.Finish(ctx, overTheWire(t, mustAnswer(t, a)(overTheWire(t, ch))))
+		if err != nil {
+			t.Fatalf("Finish: %v", err)
+		}
+		if facts.EKCertVerified || facts.TPMKind != enroll.KindSimulated {
+			t.Fatalf("facts: EK certificate verified %v, kind %q", facts.EKCertVerified, facts.TPMKind)
+		}
+	})
 }
 
 func mustAnswer(t *testing.T, a *agent) func(*enroll.Challenge) *enroll.ChallengeAnswer {

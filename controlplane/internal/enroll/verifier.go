@@ -191,6 +191,12 @@ func (v *Verifier) Begin(ctx context.Context, req *Request) (*Challenge, error) 
 			return nil, fmt.Errorf("%w: %v", ErrEKUntrusted, err)
 		}
 		facts.EKCert, facts.EKCertVerified, facts.TPM = cert.Raw, true, info
+	case req.TPMKind == KindSimulated:
+		// A simulator has no manufacturer to vouch for it. Whether a
+		// simulated TPM may enroll at all is the allowed kinds' and the
+		// fleet policy's decision (never in production); once allowed,
+		// its EK is trusted on first use, and the device stays marked
+		// "simulated" so policies can refuse it.
 	case !v.cfg.AllowEKWithoutCert:
 		return nil, fmt.Errorf("%w: no EK certificate", ErrEKUntrusted)
 	}

@@ -309,7 +309,7 @@ func (s *Server) completeEnrollment(w http.ResponseWriter, r *http.Request, tok 
 	}
 	s.log.Info("device enrolled", "tenant", tenant, "fleet", fleet.ID, "device", deviceID, "tpm_kind", facts.TPMKind,
 		"request_id", RequestID(ctx))
-	writeJSON(w, http.StatusCreated, wire.EnrollResponse{DeviceID: deviceID, CertificatePEM: string(issued.PEM), CAPEM: string(bundle)})
+	writeJSON(w, http.StatusCreated, wire.EnrollResponse{DeviceID: deviceID, CertificatePEM: string(issued.PEM), CAPEM: string(bundle), BrokerURL: s.brokerURL(r)})
 }
 
 // deviceFromTLS authenticates a device by its client certificate and
@@ -418,7 +418,7 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, "renew: commit", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, wire.EnrollResponse{DeviceID: dev.ID, CertificatePEM: string(issued.PEM), CAPEM: string(bundle)})
+	writeJSON(w, http.StatusOK, wire.EnrollResponse{DeviceID: dev.ID, CertificatePEM: string(issued.PEM), CAPEM: string(bundle), BrokerURL: s.brokerURL(r)})
 }
 
 var errRevoked = errors.New("device revoked")
@@ -507,4 +507,11 @@ func (s *Server) openSession(handle string) (string, bool) {
 		return "", false
 	}
 	return sid, true
+}
+
+func (s *Server) brokerURL(r *http.Request) string {
+	if s.cfg.BrokerURL == nil {
+		return ""
+	}
+	return s.cfg.BrokerURL(r)
 }

@@ -43,6 +43,10 @@ type Config struct {
 	// Extra is mounted as is for paths outside /api/v1/ (e.g. the trainer's
 	// /v1/); nil answers 404.
 	Extra http.Handler
+	// BrokerURL tells a device, in its enrollment and renewal responses,
+	// which MQTT broker to use; it gets the request so it can answer with
+	// the host name the device reached the API by. Nil sends none.
+	BrokerURL func(r *http.Request) string
 	// Ready reports whether the rest of the control plane (the broker) is
 	// ready; nil means always.
 	Ready func(context.Context) error

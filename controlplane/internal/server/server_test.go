@@ -252,6 +252,11 @@ func TestEnrollTPMEndToEnd(t *testing.T) {
 			if !strings.Contains(resp.CAPEM, string(h.CP.CA().PlatformCAPEM())) {
 				t.Error("CA bundle lacks the platform CA")
 			}
+			// The broker to use: the embedded broker's port on the host the
+			// device reached the API by.
+			if want := "mqtts://127.0.0.1:" + portOf(t, h.MQTTAddr); resp.BrokerURL != want {
+				t.Errorf("broker_url %q, want %q", resp.BrokerURL, want)
+			}
 			tenantCA, err := h.CP.CA().TenantCAPEM(ctx, h.Tenant)
 			if err != nil || !strings.Contains(resp.CAPEM, string(tenantCA)) {
 				t.Errorf("CA bundle lacks the tenant CA: %v", err)
@@ -502,4 +507,13 @@ func TestListener(t *testing.T) {
 	if r := mustDo(t, httpClient(noPlain, nil), http.MethodGet, noPlain.BaseURL+"/healthz", nil); r.status != http.StatusOK {
 		t.Errorf("https when plain is off: %d", r.status)
 	}
+}
+
+func portOf(t *testing.T, addr string) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("split %q: %v", addr, err)
+	}
+	return port
 }
