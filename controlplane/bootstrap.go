@@ -6,15 +6,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/tensorguard/tensorguardflow/controlplane/internal/broker"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/ca"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/server"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
 	"github.com/tensorguard/tensorguardflow/internal/kek"
-	"github.com/tensorguard/tensorguardflow/internal/mqttacl"
 )
 
 // ErrTenantExists is returned by Init for a tenant that already exists.
@@ -119,133 +116,4 @@ func Init(ctx context.Context, cfg Config, tenant string) (InitResult, error) {
 	}
 	res.CAHash = auth.CAHash()
 	return res, nil
-}
-
-// MosquittoFiles are the files WriteMosquittoConfig writes.
-type MosquittoFiles struct {
-	Dir string `json:"dir"`
-	// Config is the mosquitto.conf snippet (also written as mosquitto.conf).
-	Config string `json:"config"`
-	// CAFile holds every tenant root and the platform root.
-	CAFile string `json:"ca_file"`
-	// CertFile and KeyFile are the broker's server certificate and key.
-	CertFile string `json:"cert_file"`
-	KeyFile  string `json:"key_file"`
-	// ACLFile holds one block per enrolled device, enabled operator and
-	// the control plane.
-	ACLFile string `json:"acl_file"`
-	// ClientCertFile and ClientKeyFile are the control plane's own client
-	// identity for the external broker.
-	ClientCertFile string `json:"client_cert_file"`
-	ClientKeyFile  string `json:"client_key_file"`
-}
-
-// WriteMosquittoConfig writes what an external mosquitto needs to enforce
-// the embedded broker's rules into dir and returns the paths and the
-// mosquitto.conf snippet. Rerun it (and SIGHUP mosquitto) after devices
-// enroll or are revoked, or tenants are added.
-func WriteMosquittoConfig(ctx context.Context, cfg Config, dir string) (MosquittoFiles, error) {
-	cfg.Finish()
-	if err := cfg.Validate(); err != nil {
-		return MosquittoFiles{}, fmt.Errorf("config: %w", err)
-	}
-	provider, err := openKEK(cfg)
-	if err != nil {
-		return MosquittoFiles{}, err
-	}
-	st, err := store.Open(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return MosquittoFiles{}, fmt.Errorf("open database: %w", err)
-	}
-	defer st.Close()
-	auth, err := ca.Open(ctx, ca.Options{Store: st, KEK: provider, DataDir: cfg.DataDir})
-	if err != nil {
-		return MosquittoFiles{}, err
-	}
-	ids := []mqttacl.Identity{mqttacl.ControlPlane("")}
-	for _, t := range auth.Tenants() {
-		devs, err := st.ListDevices(ctx, t, store.DeviceFilter{Status: store.DeviceEnrolled})
-		if err != nil {
-			return MosquittoFiles{}, err
-		}
-		for _, d := range devs {
-			ids = append(ids, mqttacl.Device(t, d.ID))
-		}
-		ops, err := st.ListOperators(ctx, t)
-		if err != nil {
-			return MosquittoFiles{}, err
-		}
-		for _, o := range ops {
-			if !o.Disabled {
-				ids = append(ids, mqttacl.Operator(t, o.ID))
-			}
-		}
-	}
-	acl, err := broker.MosquittoACL(ids)
-	if err != nil {
-		return MosquittoFiles{}, err
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return MosquittoFiles{}, err
-	}
-	if err := os.MkdirAll(abs, 0o750); err != nil {
-		return MosquittoFiles{}, err
-	}
-	f := MosquittoFiles{
-		Dir: abs, CAFile: filepath.Join(abs, "ca.pem"), CertFile: filepath.Join(abs, "server.crt"),
-		KeyFile: filepath.Join(abs, "server.key"), ACLFile: filepath.Join(abs, "acl"),
-		ClientCertFile: filepath.Join(abs, "controlplane.crt"), ClientKeyFile: filepath.Join(abs, "controlplane.key"),
-	}
-	srvCert, srvKey, err := auth.IssueServerCert(cfg.HTTP.Hostnames)
-	if err != nil {
-		return MosquittoFiles{}, err
-	}
-	cpCert, cpKey, err := auth.IssueControlPlaneCert("")
-	if err != nil {
-		return MosquittoFiles{}, err
-	}
-	f.Config = broker.MosquittoConfig(broker.MosquittoOptions{
-		Port: portOf(cfg.MQTT.Listen, 8883), CAFile: f.CAFile, CertFile: f.CertFile, KeyFile: f.KeyFile, ACLFile: f.ACLFile,
-	})
-	// mosquitto 2 reads its certificates after dropping to its own user:
-	// give the directory to group mosquitto (chgrp -R mosquitto DIR).
-	for _, w := range []struct {
-		path string
-		data []byte
-		mode os.FileMode
-	}{
-		{f.CAFile, auth.AllRootsPEM(), 0o644},
-		{f.CertFile, srvCert, 0o644},
-		{f.KeyFile, srvKey, 0o640},
-		{f.ACLFile, []byte(acl), 0o644},
-		{f.ClientCertFile, cpCert, 0o644},
-		{f.ClientKeyFile, cpKey, 0o600},
-		{filepath.Join(abs, "mosquitto.conf"), []byte(f.Config), 0o644},
-	} {
-		if err := writeFileAtomic(w.path, w.data, w.mode); err != nil {
-			return MosquittoFiles{}, err
-		}
-	}
-	return f, nil
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -102,12 +102,45 @@ type MQTTConfig struct {
 	// InsecureDevListen adds a plain-TCP loopback listener (development
 	// only).
 	InsecureDevListen string `yaml:"insecure_dev_listen"`
-	// ExternalURL is the external broker (ssl://host:8883 or
-	// tls://host:8883), reached as the control plane identity.
-	ExternalURL string `yaml:"external_url"`
+	// External is the external broker (mode external).
+	External ExternalMQTTConfig `yaml:"external"`
 	// PublicURL is the broker URL given to clients (mqtt credentials);
 	// default ssl://<first hostname or localhost>:<port of Listen>.
 	PublicURL string `yaml:"public_url"`
+}
+
+// ExternalMQTTConfig is an external MQTT broker.
+type ExternalMQTTConfig struct {
+	// URL is the broker (ssl://host:8883, tls:// or mqtts://), reached over
+	// mTLS as the control plane identity; its server certificate must chain
+	// to the platform CA (mosquitto-config issues one).
+	URL string `yaml:"url"`
+	// Mosquitto, when set, makes the control plane keep a mosquitto's
+	// files (ACL, CRL, CA bundle, server certificate) up to date and reload
+	// it after every change. Without it the broker's authorisation is
+	// someone else's job.
+	Mosquitto *MosquittoManagedConfig `yaml:"mosquitto"`
+}
+
+// MosquittoManagedConfig is a mosquitto on a host whose files the control
+// plane writes.
+type MosquittoManagedConfig struct {
+	// Dir receives mosquitto.conf (the snippet), ca.pem, crl.pem, acl,
+	// server.crt and server.key (absolute path).
+	Dir string `yaml:"dir"`
+	// Listen is the mTLS listener in the snippet, [host]:port; default
+	// ":<port of url>".
+	Listen string `yaml:"listen"`
+	// PIDFile is mosquitto's pid_file: mosquitto is reloaded with SIGHUP
+	// to that pid. Set exactly one of PIDFile and ReloadCommand.
+	PIDFile string `yaml:"pid_file"`
+	// ReloadCommand is run (argv, no shell) to reload mosquitto, e.g.
+	// [systemctl, reload, mosquitto].
+	ReloadCommand []string `yaml:"reload_command"`
+	// Group is the group the files are given to, so that mosquitto (which
+	// drops to user mosquitto) can read them; default "mosquitto" when that
+	// group exists, else the files keep the control plane's group.
+	Group string `yaml:"group"`
 }
 
 // SecretConfig says where TG_SECRET_KEY comes from.
@@ -326,14 +359,22 @@ func (c *Config) Validate() error {
 			bad("mqtt.listen: %v", err)
 		}
 	case MQTTExternal:
-		if c.MQTT.ExternalURL == "" {
-			bad("mqtt.external_url: required with mqtt.mode external")
-		} else if !strings.HasPrefix(c.MQTT.ExternalURL, "ssl://") && !strings.HasPrefix(c.MQTT.ExternalURL, "tls://") &&
-			!strings.HasPrefix(c.MQTT.ExternalURL, "mqtts://") {
-			bad("mqtt.external_url: %q must be an ssl://, tls:// or mqtts:// URL (the broker is reached over mTLS)", c.MQTT.ExternalURL)
+		u := c.MQTT.External.URL
+		if u == "" {
+			bad("mqtt.external.url: required with mqtt.mode external")
+		} else if !strings.HasPrefix(u, "ssl://") && !strings.HasPrefix(u, "tls://") && !strings.HasPrefix(u, "mqtts://") {
+			bad("mqtt.external.url: %q must be an ssl://, tls:// or mqtts:// URL (the broker is reached over mTLS)", u)
+		} else if _, _, err := net.SplitHostPort(strings.SplitN(u, "://", 2)[1]); err != nil {
+			bad("mqtt.external.url: %q needs host:port", u)
+		}
+		if m := c.MQTT.External.Mosquitto; m != nil {
+			errs = append(errs, m.validate()...)
 		}
 	default:
 		bad("mqtt.mode: %q is neither %q nor %q", c.MQTT.Mode, MQTTEmbedded, MQTTExternal)
+	}
+	if c.MQTT.Mode != MQTTExternal && (c.MQTT.External.URL != "" || c.MQTT.External.Mosquitto != nil) {
+		bad("mqtt.external: set only with mqtt.mode external")
 	}
 	if c.MQTT.InsecureDevListen != "" && prod {
 		bad("mqtt.insecure_dev_listen: plain-TCP MQTT is refused with %s=production", EnvVarEnvironment)
@@ -410,4 +451,28 @@ func (c *Config) LoadSecretKey(getenv func(string) string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %d bytes is too short (at least %d)", where, len(v), MinSecretKeyLen)
 	}
 	return v, nil
+}
+
+func (m *MosquittoManagedConfig) validate() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if m.Dir == "" || !filepath.IsAbs(m.Dir) {
+		bad("mqtt.external.mosquitto.dir: %q must be an absolute path", m.Dir)
+	}
+	if m.Listen != "" {
+		if _, _, err := net.SplitHostPort(m.Listen); err != nil {
+			bad("mqtt.external.mosquitto.listen: %v", err)
+		}
+	}
+	switch {
+	case m.PIDFile != "" && len(m.ReloadCommand) > 0:
+		bad("mqtt.external.mosquitto: set pid_file or reload_command, not both")
+	case m.PIDFile == "" && len(m.ReloadCommand) == 0:
+		bad("mqtt.external.mosquitto: set pid_file (mosquitto's, for SIGHUP) or reload_command; without a reload, revocations would not reach the broker")
+	case m.PIDFile != "" && !filepath.IsAbs(m.PIDFile):
+		bad("mqtt.external.mosquitto.pid_file: %q must be an absolute path", m.PIDFile)
+	case len(m.ReloadCommand) > 0 && m.ReloadCommand[0] == "":
+		bad("mqtt.external.mosquitto.reload_command: empty program")
+	}
+	return errs
 }

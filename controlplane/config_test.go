@@ -98,8 +98,22 @@ func TestValidateProduction(t *testing.T) {
 		{"short secret key", func(*Config) { t.Setenv(EnvVarSecretKey, "short") }, "TG_SECRET_KEY: 5 bytes is too short"},
 		{"no EK roots", func(c *Config) { c.Enrollment.EKRoots = nil }, "enrollment.ek_roots"},
 		{"bad environment", func(c *Config) { c.Environment = "staging" }, "environment (TG_ENVIRONMENT)"},
-		{"external broker without URL", func(c *Config) { c.MQTT.Mode = MQTTExternal }, "mqtt.external_url"},
-		{"plain external broker", func(c *Config) { c.MQTT.Mode, c.MQTT.ExternalURL = MQTTExternal, "tcp://b:1883" }, "mqtt.external_url"},
+		{"external broker without URL", func(c *Config) { c.MQTT.Mode = MQTTExternal }, "mqtt.external.url"},
+		{"plain external broker", func(c *Config) { c.MQTT.Mode, c.MQTT.External.URL = MQTTExternal, "tcp://b:1883" }, "mqtt.external.url"},
+		{"external broker without port", func(c *Config) { c.MQTT.Mode, c.MQTT.External.URL = MQTTExternal, "ssl://b" }, "needs host:port"},
+		{"external settings in embedded mode", func(c *Config) { c.MQTT.External.URL = "ssl://b:8883" }, "only with mqtt.mode external"},
+		{"mosquitto without reload", func(c *Config) {
+			c.MQTT.Mode, c.MQTT.External.URL = MQTTExternal, "ssl://b:8883"
+			c.MQTT.External.Mosquitto = &MosquittoManagedConfig{Dir: "/etc/mosquitto/tg"}
+		}, "set pid_file"},
+		{"mosquitto with both reloads", func(c *Config) {
+			c.MQTT.Mode, c.MQTT.External.URL = MQTTExternal, "ssl://b:8883"
+			c.MQTT.External.Mosquitto = &MosquittoManagedConfig{Dir: "/etc/mosquitto/tg", PIDFile: "/run/m.pid", ReloadCommand: []string{"true"}}
+		}, "not both"},
+		{"mosquitto relative dir", func(c *Config) {
+			c.MQTT.Mode, c.MQTT.External.URL = MQTTExternal, "ssl://b:8883"
+			c.MQTT.External.Mosquitto = &MosquittoManagedConfig{Dir: "tg", PIDFile: "/run/m.pid"}
+		}, "absolute path"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -67,7 +67,8 @@ type ControlPlane struct {
 	kek      kek.Provider
 	ca       *ca.Authority
 	verifier *enroll.Verifier
-	broker   *broker.Broker // nil with an external broker
+	broker   *broker.Broker  // nil with an external broker
+	external *externalBroker // nil with the embedded broker
 	server   *server.Server
 	presence *presenceTracker
 
@@ -138,10 +139,15 @@ func New(cfg Config, opts ...Option) (*ControlPlane, error) {
 			return nil, fmt.Errorf("mqtt broker: %w", err)
 		}
 	}
+	if cfg.MQTT.Mode == MQTTExternal {
+		if cp.external, err = newExternalBroker(cfg, cp.ca, cp, log.With("subsystem", "mqtt-external")); err != nil {
+			return nil, fmt.Errorf("external mqtt broker: %w", err)
+		}
+	}
 	cp.presence = newPresenceTracker(st, o.now, log.With("subsystem", "presence"))
-	apiHandler := api.New(api.Deps{
+	apiHandler := cp.external.wrapAPI(api.New(api.Deps{
 		Store: st, CA: cp.ca, Revoker: cp, BrokerURL: cp.brokerURL(), Now: o.now, Logger: log.With("subsystem", "api"),
-	})
+	}))
 	cp.server, err = server.New(server.Config{
 		Addr: cfg.HTTP.Listen, AllowPlainLoopback: *cfg.HTTP.AllowPlainLoopback, Production: cfg.Production(),
 		Store: st, CA: cp.ca, Verifier: cp.verifier, AllowedKinds: cfg.Enrollment.AllowedTPMKinds,
@@ -149,6 +155,7 @@ func New(cfg Config, opts ...Option) (*ControlPlane, error) {
 		BrokerURL: cp.deviceBrokerURL,
 		API:       apiHandler, Extra: o.extra, Ready: cp.checkReady, DrainTimeout: time.Duration(cfg.ShutdownTimeout),
 		Logger: log.With("subsystem", "http"), Now: o.now,
+		Enrolled: func(ctx context.Context, _, _ string) { cp.external.syncNow(ctx, "an enrollment") },
 	})
 	if err != nil {
 		return nil, err
@@ -220,7 +227,7 @@ func (cp *ControlPlane) brokerURL() string {
 		return cp.cfg.MQTT.PublicURL
 	}
 	if cp.cfg.MQTT.Mode == MQTTExternal {
-		return cp.cfg.MQTT.ExternalURL
+		return cp.cfg.MQTT.External.URL
 	}
 	host := "localhost"
 	if len(cp.cfg.HTTP.Hostnames) > 0 {
@@ -265,8 +272,7 @@ func (cp *ControlPlane) DisconnectDevice(tenant, device string) {
 		cp.log.Info("device disconnected after revocation", "tenant", tenant, "device", device, "connections", n)
 		return
 	}
-	cp.log.Warn("external broker: regenerate its ACL with `tg-controlplane mosquitto-config` and reload it to cut the device off",
-		"tenant", tenant, "device", device)
+	cp.external.disconnectDevice(tenant, device)
 }
 
 func (cp *ControlPlane) checkReady(context.Context) error {
@@ -332,7 +338,8 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 			return cp.presence.Run(ctx, cp.broker.Subscribe)
 		})
 	} else {
-		task("presence", cp.runExternalPresence)
+		task("presence", func(ctx context.Context) error { return cp.external.runPresence(ctx, cp.presence) })
+		task("mosquitto", cp.external.Run)
 	}
 	task("ready", func(ctx context.Context) error {
 		for _, ch := range cp.readyChans() {
@@ -357,6 +364,9 @@ func (cp *ControlPlane) readyChans() []<-chan struct{} {
 	chans := []<-chan struct{}{cp.server.Ready()}
 	if cp.broker != nil {
 		chans = append(chans, cp.broker.Ready())
+	}
+	if cp.external != nil {
+		chans = append(chans, cp.external.ready)
 	}
 	return chans
 }

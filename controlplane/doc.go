@@ -59,10 +59,72 @@
 //
 // # External broker
 //
-// With mqtt.mode external, no broker is started; `tg-controlplane
-// mosquitto-config --out DIR` (WriteMosquittoConfig) writes the CA bundle
-// (tenant roots and the platform root), a server certificate, the ACL (one
-// block per enrolled device, enabled operator and the control plane) and the
-// control plane's client identity, and prints the mosquitto.conf snippet.
-// Rerun it and SIGHUP mosquitto after enrollments and revocations.
+// With mqtt.mode external, no broker is started; the control plane connects
+// to mqtt.external.url as its own identity (a platform-CA client
+// certificate issued at start, CN "controlplane", granted tg/v1/# by the
+// ACL) and runs presence tracking over that connection.
+//
+//	mqtt:
+//	  mode: external
+//	  external:
+//	    url: mqtts://broker.example:8883
+//	    mosquitto:                      # optional: manage a mosquitto's files
+//	      dir: /etc/mosquitto/tensorguard
+//	      pid_file: /run/mosquitto/mosquitto.pid   # SIGHUP; or
+//	      # reload_command: [systemctl, reload, mosquitto]
+//	      # listen: "0.0.0.0:8883"      # the snippet's listener; default :<url port>
+//	      # group: mosquitto            # default when that group exists
+//
+// `tg-controlplane mosquitto-config --out DIR` (WriteMosquittoConfig) writes
+// mosquitto.conf (the snippet), ca.pem (every tenant root and the platform
+// root), crl.pem, acl (one "user <CN>" block per enrolled device, enabled
+// operator and the control plane), server.crt/server.key (platform CA) and
+// a control-plane client identity, and prints the snippet followed by how
+// to run it: Debian's service includes /etc/mosquitto/conf.d, so a symlink
+// there and a restart; or a main file with pid_file and include_dir DIR.
+//
+// With mqtt.external.mosquitto set, serve keeps that directory current
+// (external_mosquitto.go): at start (before READY; a failure there — a
+// directory or group it cannot write, say — stops serve), after every
+// enrollment, revocation and deletion, before MQTT credentials are issued,
+// after operator changes, and every 30 s (changes made by other replicas or
+// by init, CRL refresh, server certificate renewal at two thirds of its
+// life). Requests are coalesced (250 ms quiet, at most 1 s), so three
+// agents enrolling at once cause one reload. Only files whose bytes, mode
+// or group changed are written, each atomically (temporary file with mode
+// and group set, fsync, rename), and mosquitto is reloaded only when
+// something changed: SIGHUP to the pid in pid_file (absent: mosquitto is
+// not running and reads the files when it starts) or reload_command.
+//
+// Ordering is what makes it safe. An enrollment's response (the device's
+// certificate) waits until mosquitto has been told about the new ACL
+// block: mosquitto acknowledges a publish the ACL refuses and drops it, so
+// a device that connected first would lose its first status and outbox
+// entries. A revocation's response waits for the reload and then ends the
+// device's connection by taking over its client id (mosquitto keeps a
+// revoked client's connection open; the ACL only silences it); the
+// device's reconnect then fails the TLS handshake against the CRL.
+//
+// CRLs in mosquitto 2.0 (Debian 12): crlfile takes one file per listener
+// but loads every CRL in it, so crl.pem concatenates one CRL per CA of
+// ca.pem. Each CA needs one: with CRL checking on, OpenSSL refuses every
+// client whose issuer has no CRL — including the control plane, whose
+// certificate the platform CA issues (its CRL is always empty). SIGHUP
+// rebuilds the TLS context, so a new CRL (and a new tenant's root) applies
+// to the next handshake. A CRL is valid for 7 days and re-signed after one
+// day or when its revoked set changes (ca.CRLValidity, ca.CRLRefresh); an
+// expired CRL would lock every device of its tenant out.
+//
+// Permissions: mosquitto 2 reads its files after dropping to user
+// mosquitto, also on reload. The directory is created 0750 and every file
+// is given to group mosquitto: keys and ACL 0640, certificates, CRL and
+// snippet 0644. The control plane must therefore run as root or as a
+// member of group mosquitto (usermod -aG mosquitto tensorguard), and, to
+// send SIGHUP, as root or mosquitto's user — otherwise use
+// reload_command (e.g. a sudo rule for systemctl reload mosquitto).
+// mosquitto writes its pid file after dropping privileges too, so its
+// directory must be writable by mosquitto (Debian: /run/mosquitto).
+//
+// Without mqtt.external.mosquitto the broker's authorisation is someone
+// else's job: rerun mosquitto-config and reload after each change.
 package controlplane

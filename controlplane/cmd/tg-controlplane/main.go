@@ -163,7 +163,7 @@ func newRoot(stdout io.Writer) *cobra.Command {
 	var outDir string
 	mosqCmd := &cobra.Command{
 		Use:   "mosquitto-config --out DIR",
-		Short: "Write CA, server certificate, ACL and control-plane client identity for an external mosquitto; print its config snippet",
+		Short: "Write CA, CRL, server certificate, ACL and a control-plane client identity for an external mosquitto; print its config snippet and how to run it",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if outDir == "" {
@@ -185,12 +185,12 @@ func newRoot(stdout io.Writer) *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(files)
 			}
-			_, err = io.WriteString(stdout, files.Config)
+			_, err = io.WriteString(stdout, files.Config+controlplane.MosquittoInstructions(files))
 			return err
 		},
 	}
 	addCommon(mosqCmd)
-	mosqCmd.Flags().StringVar(&outDir, "out", "", "directory for ca.pem, server.crt, server.key, acl, controlplane.crt/key")
+	mosqCmd.Flags().StringVar(&outDir, "out", "", "directory for mosquitto.conf, ca.pem, crl.pem, server.crt, server.key, acl, controlplane.crt/key")
 	mosqCmd.Flags().StringVarP(&output, "output", "o", "", "output format: text (the snippet) or json")
 
 	versionCmd := &cobra.Command{

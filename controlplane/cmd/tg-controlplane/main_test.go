@@ -43,7 +43,7 @@ func TestExitCodes(t *testing.T) {
 			}
 		})
 	}
-	for _, f := range []string{"ca.pem", "server.crt", "server.key", "acl", "controlplane.crt", "controlplane.key", "mosquitto.conf"} {
+	for _, f := range []string{"ca.pem", "crl.pem", "server.crt", "server.key", "acl", "controlplane.crt", "controlplane.key", "mosquitto.conf"} {
 		if _, err := os.Stat(filepath.Join(dir, "mosq", f)); err != nil {
 			t.Errorf("mosquitto-config: %v", err)
 		}

@@ -121,12 +121,20 @@ func CRLStale(crl *x509.RevocationList, issuer *x509.Certificate, want []string,
 	return !slices.Equal(have, w)
 }
 
-// Roots returns the platform root and every tenant root, platform first.
-func (a *Authority) Roots() []*x509.Certificate {
-	out := []*x509.Certificate{a.platformCert}
+// Root is a CA certificate that issues client certificates.
+type Root struct {
+	// Tenant is empty for the platform CA.
+	Tenant string
+	Cert   *x509.Certificate
+}
+
+// Roots returns the platform root and every tenant root, platform first,
+// then by tenant id.
+func (a *Authority) Roots() []Root {
+	out := []Root{{Cert: a.platformCert}}
 	for _, id := range a.Tenants() {
 		if t, err := a.tenant(id); err == nil {
-			out = append(out, t.cert)
+			out = append(out, Root{Tenant: id, Cert: t.cert})
 		}
 	}
 	return out

@@ -309,6 +309,9 @@ func (s *Server) completeEnrollment(w http.ResponseWriter, r *http.Request, tok 
 	}
 	s.log.Info("device enrolled", "tenant", tenant, "fleet", fleet.ID, "device", deviceID, "tpm_kind", facts.TPMKind,
 		"request_id", RequestID(ctx))
+	if s.cfg.Enrolled != nil {
+		s.cfg.Enrolled(ctx, tenant, deviceID)
+	}
 	writeJSON(w, http.StatusCreated, wire.EnrollResponse{DeviceID: deviceID, CertificatePEM: string(issued.PEM), CAPEM: string(bundle), BrokerURL: s.brokerURL(r)})
 }
 

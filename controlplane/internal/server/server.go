@@ -50,6 +50,11 @@ type Config struct {
 	// Ready reports whether the rest of the control plane (the broker) is
 	// ready; nil means always.
 	Ready func(context.Context) error
+	// Enrolled, if set, runs after an enrollment committed and before the
+	// device is given its certificate, so that whatever must know the
+	// device before it connects (an external broker's ACL) is brought up to
+	// date first. It must return within a few seconds.
+	Enrolled func(ctx context.Context, tenant, device string)
 
 	// DrainTimeout bounds the graceful shutdown; default 15 s.
 	DrainTimeout time.Duration
