@@ -40,6 +40,9 @@ func MosquittoConfig(o MosquittoOptions) string {
 	b.WriteString("# only by the per-identity rules in acl_file. Reload with SIGHUP.\n")
 	b.WriteString("per_listener_settings false\n")
 	b.WriteString("allow_anonymous false\n")
+	// Without it each CONNACK waits for the client's delayed ACK (Nagle):
+	// about 40 ms per connect, measured by hack/fleetbench.
+	b.WriteString("set_tcp_nodelay true\n")
 	b.WriteString("acl_file " + o.ACLFile + "\n")
 	if o.BindAddress != "" {
 		fmt.Fprintf(&b, "listener %d %s\n", port, o.BindAddress)

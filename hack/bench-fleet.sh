@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Issue-3 benchmarks (run by hack/bench.sh after the tgsp benchmark; also
+# runnable alone). Each is measured against its baseline in the same run and
+# prints the ratio; being below a target is reported, never a failure.
+#
+#   enrollment   devices/s with the simulator TPM (sequential, full protocol),
+#                the control plane's CPU per enrollment, and a measured
+#                concurrent rate for devices without a TPM
+#   agent idle   RSS and CPU of the real tg-agent, binary sizes (as built,
+#                stripped, without the simulator); anchors: 30 MiB RSS goal,
+#                Mender's ~7 MB binary; baseline: an idle Go program
+#   fleet        BENCH_DEVICES mTLS MQTT devices on tg-controlplane's
+#                embedded broker, then on Debian's mosquitto with the same
+#                certificates (connects/s, RSS, CPU; anchor ~264 connects/s)
+#
+# hack/fleetbench/main.go says how each number is taken.
+#
+#   BENCH_IDLE_S=60       agent idle window (s)
+#   BENCH_HOLD_S=30       how long the fleet is held (s)
+#   BENCH_DEVICES=1000    fleet size
+#   BENCH_ENROLL_N=100    simulator-TPM enrollments
+#   BENCH_CONC=16         MQTT connection attempts in flight
+#   BENCH_ENROLL_CONC=8   concurrent no-TPM enrollments
+#   KEEP=1                keep the work files in .bench/fleet-work
+#
+# Outputs: a table on stdout and a one-line JSON summary in .bench/fleet.json.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+	export PATH="/usr/local/go/bin:$PATH"
+fi
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+	echo "bench-fleet: mosquitto is missing (bash hack/install-deps.sh installs it)" >&2
+	exit 1
+fi
+
+# 1,000 client sockets in the load generator and as many in the broker,
+# plus the broker's database and listeners.
+want=$(( ${BENCH_DEVICES:-1000} * 2 + 1024 ))
+if (( $(ulimit -n) < want )); then
+	ulimit -n "$want" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+	if (( $(ulimit -n) < want )); then
+		echo "bench-fleet: open-file limit $(ulimit -n) is below $want; raise the hard limit (ulimit -Hn)" >&2
+		exit 1
+	fi
+fi
+
+mkdir -p .bench
+# One run at a time: runs share .bench/fleet and would measure each other.
+exec 9>.bench/fleet.lock
+if ! flock -n 9; then
+	echo "bench-fleet: another run holds .bench/fleet.lock; waiting for it" >&2
+	flock 9
+fi
+mkdir -p .bench/fleet/bin
+echo "bench-fleet: go build tg-controlplane tg-agent fleetbench"
+go build -o .bench/fleet/bin/ ./controlplane/cmd/tg-controlplane ./agent/cmd/tg-agent
+go build -o .bench/fleet/fleetbench ./hack/fleetbench
+
+status=0
+.bench/fleet/fleetbench -bin .bench/fleet/bin -work .bench/fleet-work -out .bench/fleet.json || status=$?
+if [ "${KEEP:-}" != 1 ]; then
+	rm -rf .bench/fleet
+fi
+if ((status != 0)); then
+	echo "bench-fleet: fleetbench failed (exit $status); KEEP=1 keeps the logs in .bench/fleet-work" >&2
+	exit "$status"
+fi
+echo
+echo "bench-fleet: summary (.bench/fleet.json):"
+cat .bench/fleet.json

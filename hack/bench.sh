@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Benchmarks behind `make bench`. Each is measured against its baseline in the
+# same run and prints the ratio; being below a target is reported, never a
+# failure (shared machines are noisy). Exits non-zero only on real errors.
+#
+# tgsp: the real bin/tgsp packs, verifies and unpacks a random payload; verify
+# and unpack are compared with in-memory SHA-256 and AES-256-GCM-open+SHA-256
+# baselines on 1 and 2 cores, and peak RSS is checked to be bounded and
+# independent of the payload size (hack/tgspbench/main.go says how).
+#
+#   BENCH_SIZE_MB=1024   payload size in MiB
+#   BENCH_REPS=3         timed runs after one warm-up run; the best counts
+#   KEEP=1               keep the work files in .bench/tgsp-work
+#
+# Outputs: a table on stdout and a one-line JSON summary in .bench/tgsp.json.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+	export PATH="/usr/local/go/bin:$PATH"
+fi
+
+mkdir -p bin .bench
+echo "bench: go build -o bin/ ./tgsp/cmd/tgsp"
+go build -o bin/ ./tgsp/cmd/tgsp
+go build -o .bench/tgspbench ./hack/tgspbench
+if [ ! -x /usr/bin/time ]; then
+	echo "bench: GNU time (/usr/bin/time) is missing; peak RSS will be approximate (bash hack/install-deps.sh installs it)" >&2
+fi
+
+status=0
+.bench/tgspbench -tgsp bin/tgsp -dir .bench || status=$?
+if [ "${KEEP:-}" != 1 ]; then
+	rm -f .bench/tgspbench
+fi
+if ((status != 0)); then
+	echo "bench: tgspbench failed (exit $status)" >&2
+	exit "$status"
+fi
+echo
+echo "bench: summary (.bench/tgsp.json):"
+cat .bench/tgsp.json
+bash hack/bench-fleet.sh # issue-3 fleet benchmarks (enrollment, agent idle, 1,000 mTLS MQTT devices)

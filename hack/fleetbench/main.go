@@ -1,0 +1,706 @@
+// Command fleetbench is the issue-3 benchmark behind `make bench`
+// (hack/bench-fleet.sh): enrollment rate with the simulator TPM, the idle
+// agent's RSS, CPU and binary size, and the control plane holding a fleet
+// of devices over mTLS MQTT, with mosquitto under the same load as the
+// baseline in the same run.
+//
+// Everything runs as separate processes on loopback: the real
+// tg-controlplane (SQLite, embedded broker), the real tg-agent, Debian's
+// mosquitto, and `fleetbench load`, a load generator that speaks raw
+// MQTT 3.1.1 over crypto/tls so that the server's RSS and CPU are read from
+// the server's own /proc entries and the clients' cost is not attributed to
+// it.
+//
+//  1. Enrollment: the go-tpm-tools simulator is one per process, so N
+//     devices enroll one after the other from this process, each with a
+//     freshly manufactured simulator (new seeds, so a new EK; an EK
+//     certificate from a stand-in manufacturer CA that the control plane
+//     trusts) running the agent's protocol (TLS key, CSR, EK, AK,
+//     TPM2_Certify, POST enroll, TPM2_ActivateCredential, POST activate).
+//     It reports the sequential devices/s of the whole protocol, its split
+//     into TPM work and server round trips, and the control plane's CPU per
+//     enrollment, from which cores/CPU gives an estimate of what the server
+//     alone could sustain. Separately, the fleet's devices enroll without a
+//     TPM with several clients at once: a measured server rate of the path
+//     without TPM verification.
+//  2. Agent idle: tg-agent run (seeded simulator, default config) enrolls
+//     and connects; then RSS and CPU are sampled for BENCH_IDLE_S. Binary
+//     sizes: as built, stripped, and without the simulator (through
+//     `go build -overlay`, since the simulator is not behind a build tag).
+//     Baselines: an idle Go program (the runtime's floor), the 30 MiB goal,
+//     Mender's ~7 MB binary.
+//  3. Fleet: BENCH_DEVICES devices connect (mTLS, CONNECT with Will,
+//     retained online status, PUBACK) with BENCH_CONC attempts in flight;
+//     connects/s, then the server's RSS and CPU over BENCH_HOLD_S of
+//     holding them. Then the control plane stops, `tg-controlplane
+//     mosquitto-config` renders mosquitto's files from the same database
+//     (same CAs, same device certificates, one ACL block per device) and the
+//     same load runs against mosquitto, twice: with the snippet as printed,
+//     and with set_tcp_nodelay true added (mosquitto leaves Nagle on by
+//     default, so its CONNACK waits for the client's delayed ACK; that caps
+//     its connects/s by latency rather than CPU).
+//
+// A ratio below a target is reported, never an error: the machines are
+// shared and noisy. The exit status is non-zero only when something failed.
+//
+// Environment: BENCH_IDLE_S (60), BENCH_HOLD_S (30), BENCH_DEVICES (1000),
+// BENCH_ENROLL_N (100), BENCH_CONC (16), BENCH_ENROLL_CONC (8), KEEP=1.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tensorguard/tensorguardflow/controlplane/client"
+)
+
+const tenant = "bench"
+
+// Anchors from issue 3.
+const (
+	anchorMosquittoConnects = 264.0 // mTLS connects/s of mosquitto on the reference machine
+	anchorRSSGoalMiB        = 30.0
+	anchorMenderMB          = 7.0
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "load" {
+		if err := runLoad(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "fleetbench load:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	stopAll()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fleetbench:", err)
+		os.Exit(1)
+	}
+}
+
+type settings struct {
+	binDir, work, out, root, mosquitto string
+	idle, hold                         time.Duration
+	devices, enrollN, conc, enrollConc int
+}
+
+func envInt(name string, def int) (int, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%s=%q: want a positive integer", name, v)
+	}
+	return n, nil
+}
+
+// report is .bench/fleet.json.
+type report struct {
+	Time        time.Time       `json:"time"`
+	Cores       int             `json:"cores"`
+	Enroll      tpmEnrollResult `json:"enroll_tpm_simulator"`
+	EnrollNoTPM noTPMResult     `json:"enroll_no_tpm"`
+	Agent       agentResult     `json:"agent"`
+	Fleet       brokerResult    `json:"fleet_controlplane"`
+	// Mosquitto runs the snippet `tg-controlplane mosquitto-config`
+	// prints; MosquittoNoDelay adds set_tcp_nodelay true (mosquitto's
+	// default leaves Nagle on, which delays CONNACK behind the client's
+	// delayed ACK and caps connects/s by latency, not CPU).
+	Mosquitto        brokerResult `json:"fleet_mosquitto"`
+	MosquittoNoDelay brokerResult `json:"fleet_mosquitto_nodelay"`
+	// ConnectRatio is ours / mosquitto connects/s (each variant); RSSRatio
+	// ours / mosquitto (snippet) RSS while holding the fleet.
+	ConnectRatio        float64 `json:"connect_ratio"`
+	ConnectRatioNoDelay float64 `json:"connect_ratio_nodelay"`
+	RSSRatio            float64 `json:"rss_ratio"`
+	AnchorConnectsS     float64 `json:"anchor_mosquitto_connects_per_s"`
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("fleetbench", flag.ContinueOnError)
+	var s settings
+	fs.StringVar(&s.binDir, "bin", ".bench/fleet/bin", "directory holding tg-controlplane and tg-agent")
+	fs.StringVar(&s.work, "work", ".bench/fleet-work", "work directory (emptied first)")
+	fs.StringVar(&s.out, "out", ".bench/fleet.json", "JSON summary")
+	fs.StringVar(&s.root, "root", ".", "repository root (for the size builds)")
+	fs.StringVar(&s.mosquitto, "mosquitto", "", "mosquitto binary (default: PATH, then /usr/sbin/mosquitto)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err, err1, err2, err3, err4, err5 error
+	var idleS, holdS int
+	idleS, err = envInt("BENCH_IDLE_S", 60)
+	holdS, err1 = envInt("BENCH_HOLD_S", 30)
+	s.devices, err2 = envInt("BENCH_DEVICES", 1000)
+	s.enrollN, err3 = envInt("BENCH_ENROLL_N", 100)
+	s.conc, err4 = envInt("BENCH_CONC", 16)
+	s.enrollConc, err5 = envInt("BENCH_ENROLL_CONC", 8)
+	if err := errors.Join(err, err1, err2, err3, err4, err5); err != nil {
+		return err
+	}
+	s.idle, s.hold = time.Duration(idleS)*time.Second, time.Duration(holdS)*time.Second
+	if s.mosquitto == "" {
+		if s.mosquitto, err = exec.LookPath("mosquitto"); err != nil {
+			s.mosquitto = "/usr/sbin/mosquitto"
+		}
+	}
+	if _, err := os.Stat(s.mosquitto); err != nil {
+		return fmt.Errorf("mosquitto not found (%v): hack/install-deps.sh installs it", err)
+	}
+	if s.work, err = filepath.Abs(s.work); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(s.work); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(s.work, 0o700); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cpBin, agentBin := filepath.Join(s.binDir, "tg-controlplane"), filepath.Join(s.binDir, "tg-agent")
+	rep := report{Time: time.Now().UTC(), Cores: runtime.NumCPU(), AnchorConnectsS: anchorMosquittoConnects}
+
+	// Builds first, so that no compiler runs during a measurement.
+	step("tg-agent sizes (stripped, without the simulator) and an idle Go program")
+	if rep.Agent.Sizes, err = measureSizes(s.root, s.work, agentBin); err != nil {
+		return err
+	}
+	if rep.Agent.GoFloorRSSMiB, err = goFloor(s.work); err != nil {
+		return err
+	}
+
+	cp, err := startControlPlane(ctx, cpBin, s.work)
+	if err != nil {
+		return err
+	}
+	sim, err := cp.api.CreateFleet(ctx, client.FleetCreate{Name: "sim", Policy: &client.FleetPolicyPatch{AllowSimulatedTPM: ptr(true)}})
+	if err != nil {
+		return err
+	}
+	noTPM, err := cp.api.CreateFleet(ctx, client.FleetCreate{Name: "notpm", Policy: &client.FleetPolicyPatch{AllowNoTPM: ptr(true)}})
+	if err != nil {
+		return err
+	}
+	step(fmt.Sprintf("%d enrollment tokens", s.enrollN+1+s.devices))
+	simTokens, err := createTokens(ctx, cp.api, sim.ID, s.enrollN+1)
+	if err != nil {
+		return err
+	}
+	fleetTokens, err := createTokens(ctx, cp.api, noTPM.ID, s.devices)
+	if err != nil {
+		return err
+	}
+
+	step(fmt.Sprintf("enrollment: %d simulator TPMs, one after the other", s.enrollN))
+	if rep.Enroll, err = benchTPMEnrollment(ctx, cp.proc, cp.httpsURL, cp.roots, cp.ekCA, simTokens[:s.enrollN], rep.Cores); err != nil {
+		return err
+	}
+
+	step(fmt.Sprintf("agent: enroll, connect, then idle for %s", s.idle))
+	if rep.Agent.Idle, _, err = benchAgentIdle(ctx, agentBin, s.work, cp.httpsURL, cp.caHash, cp.mqttAddr, simTokens[s.enrollN], s.idle); err != nil {
+		return err
+	}
+	rep.Agent.RSSGoalRatio = rep.Agent.Idle.RSSMeanMiB / anchorRSSGoalMiB
+
+	step(fmt.Sprintf("fleet: %d devices without a TPM enroll, %d at a time", s.devices, s.enrollConc))
+	devs, noTPMRes, err := enrollFleet(ctx, cp.proc, cp.httpsURL, cp.roots, fleetTokens, s.enrollConc)
+	if err != nil {
+		return err
+	}
+	rep.EnrollNoTPM = noTPMRes
+	devFile := filepath.Join(s.work, "devices.json")
+	if err := writeJSON(devFile, fleetFile{Tenant: tenant, Devices: devs}); err != nil {
+		return err
+	}
+	caFile := filepath.Join(s.work, "platform-ca.pem")
+	if err := os.WriteFile(caFile, cp.platformPEM, 0o644); err != nil {
+		return err
+	}
+
+	step(fmt.Sprintf("fleet: %d mTLS MQTT devices on tg-controlplane, hold %s", s.devices, s.hold))
+	online := func() string {
+		// The presence tracker writes each status to the store; give it
+		// a moment after the hold.
+		var n int
+		for range 20 {
+			d, err := cp.api.ListDevices(ctx, client.DeviceFilter{Fleet: noTPM.ID, Online: ptr(true)})
+			if err != nil {
+				return "error: " + err.Error()
+			}
+			if n = len(d); n >= s.devices {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		return fmt.Sprintf("%d/%d online in the control plane", n, s.devices)
+	}
+	if rep.Fleet, err = loadPhase(ctx, self, s, cp.mqttAddr, caFile, devFile, cp.proc, online); err != nil {
+		return err
+	}
+	if err := cp.proc.stop(30 * time.Second); err != nil {
+		return fmt.Errorf("tg-controlplane did not stop cleanly: %w", err)
+	}
+
+	files, err := renderMosquitto(ctx, s, cpBin, cp.cfgPath)
+	if err != nil {
+		return err
+	}
+	for _, v := range []struct {
+		nodelay bool
+		res     *brokerResult
+	}{{false, &rep.Mosquitto}, {true, &rep.MosquittoNoDelay}} {
+		step(fmt.Sprintf("fleet: the same load on mosquitto (set_tcp_nodelay %v), hold %s", v.nodelay, s.hold))
+		mosq, err := startMosquitto(s, files, v.nodelay)
+		if err != nil {
+			return err
+		}
+		retained := func() string { return countRetained(ctx, s.mosquitto, mosq.addr, files, s.devices) }
+		if *v.res, err = loadPhase(ctx, self, s, mosq.addr, files.CAFile, devFile, mosq.proc, retained); err != nil {
+			return err
+		}
+		if err := mosq.proc.stop(10 * time.Second); err != nil {
+			return fmt.Errorf("mosquitto: %w", err)
+		}
+	}
+	if rep.Mosquitto.Load.ConnectsPerS > 0 {
+		rep.ConnectRatio = rep.Fleet.Load.ConnectsPerS / rep.Mosquitto.Load.ConnectsPerS
+	}
+	if rep.MosquittoNoDelay.Load.ConnectsPerS > 0 {
+		rep.ConnectRatioNoDelay = rep.Fleet.Load.ConnectsPerS / rep.MosquittoNoDelay.Load.ConnectsPerS
+	}
+	if rep.Mosquitto.Hold.RSSMeanMiB > 0 {
+		rep.RSSRatio = rep.Fleet.Hold.RSSMeanMiB / rep.Mosquitto.Hold.RSSMeanMiB
+	}
+
+	printTable(os.Stdout, s, rep)
+	if err := writeJSON(s.out, rep); err != nil {
+		return err
+	}
+	if os.Getenv("KEEP") != "1" {
+		_ = os.RemoveAll(s.work)
+	}
+	var failed []string
+	if rep.Fleet.Load.Failed > 0 {
+		failed = append(failed, fmt.Sprintf("tg-controlplane refused %d connections (%s)", rep.Fleet.Load.Failed, rep.Fleet.Load.FirstError))
+	}
+	for _, m := range []brokerResult{rep.Mosquitto, rep.MosquittoNoDelay} {
+		if m.Load.Failed > 0 {
+			failed = append(failed, fmt.Sprintf("mosquitto refused %d connections (%s)", m.Load.Failed, m.Load.FirstError))
+		}
+	}
+	if len(failed) > 0 {
+		return errors.New(strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func step(s string) { fmt.Fprintf(os.Stderr, "fleetbench: %s\n", s) }
+
+func writeJSON(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// controlPlane is a running tg-controlplane serve.
+type controlPlane struct {
+	proc               *proc
+	cfgPath            string
+	httpsURL, mqttAddr string
+	caHash             string
+	platformPEM        []byte
+	roots              *x509.CertPool
+	api                *client.Client
+	ekCA               *ekCA
+}
+
+// startControlPlane initialises a data directory (tg-controlplane init)
+// and serves it on loopback ports.
+func startControlPlane(ctx context.Context, bin, work string) (*controlPlane, error) {
+	ca, err := newEKCA()
+	if err != nil {
+		return nil, err
+	}
+	ekRoots := filepath.Join(work, "ek-roots.pem")
+	if err := os.WriteFile(ekRoots, ca.pem(), 0o644); err != nil {
+		return nil, err
+	}
+	httpPort, err1 := freePort()
+	mqttPort, err2 := freePort()
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, err
+	}
+	cfgPath := filepath.Join(work, "controlplane.yaml")
+	// Defaults otherwise (log level info, embedded broker, SQLite). The
+	// seeded simulator of the agent has no EK certificate, hence
+	// allow_ek_without_cert; the enrollment benchmark's simulators have one
+	// and are verified against ek_roots.
+	cfg := fmt.Sprintf(`version: 1
+environment: development
+data_dir: %s
+http: {listen: "127.0.0.1:%d"}
+mqtt: {listen: "127.0.0.1:%d"}
+enrollment:
+  ek_roots: [%s]
+  allow_ek_without_cert: true
+`, filepath.Join(work, "cp"), httpPort, mqttPort, ekRoots)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	out, err := exec.CommandContext(ctx, bin, "init", "--tenant", tenant, "--config", cfgPath, "-o", "json").Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return nil, fmt.Errorf("tg-controlplane init: %v: %s", err, ee.Stderr)
+		}
+		return nil, fmt.Errorf("tg-controlplane init: %w", err)
+	}
+	var initRes struct {
+		APIKey string `json:"api_key"`
+		CAHash string `json:"ca_hash"`
+	}
+	if err := json.Unmarshal(out, &initRes); err != nil {
+		return nil, fmt.Errorf("tg-controlplane init output: %w", err)
+	}
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	p, err := startProc("tg-controlplane", filepath.Join(work, "controlplane.log"),
+		[]string{"TG_SECRET_KEY=" + hex.EncodeToString(secret), "TG_ENVIRONMENT=", "DATABASE_URL=", "TG_KEY_MASTER=", "NOTIFY_SOCKET="},
+		bin, "serve", "--config", cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	httpAddr, mqttAddr := fmt.Sprintf("127.0.0.1:%d", httpPort), fmt.Sprintf("127.0.0.1:%d", mqttPort)
+	for _, a := range []string{httpAddr, mqttAddr} {
+		if err := waitTCP(a, p, 30*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	api, err := client.New("http://"+httpAddr, initRes.APIKey)
+	if err != nil {
+		return nil, err
+	}
+	info, err := api.CA(ctx)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(info.PlatformCAPEM)) {
+		return nil, errors.New("no platform CA from GET /api/v1/ca")
+	}
+	return &controlPlane{proc: p, cfgPath: cfgPath, httpsURL: "https://" + httpAddr, mqttAddr: mqttAddr,
+		caHash: initRes.CAHash, platformPEM: []byte(info.PlatformCAPEM), roots: roots, api: api, ekCA: ca}, nil
+}
+
+// createTokens creates n one-time tokens for fleet, four requests at a time.
+func createTokens(ctx context.Context, api *client.Client, fleet string, n int) ([]string, error) {
+	out := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := w; i < n; i += 4 {
+				t, err := api.CreateToken(ctx, fleet, "2h")
+				out[i], errs[i] = t.Token, err
+			}
+		})
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
+
+// brokerResult is one broker holding the fleet.
+type brokerResult struct {
+	Load loadResult `json:"load"`
+	// RSSBeforeMiB: the broker process before the first connection.
+	RSSBeforeMiB float64 `json:"rss_before_mib"`
+	// ConnectCPUMs is the broker's CPU per connection during the connect
+	// phase (handshake, CONNECT, retained status, and for the control
+	// plane the presence tracker's store write).
+	ConnectCPUMs float64 `json:"connect_cpu_ms"`
+	Hold         window  `json:"hold"`
+	// PerDeviceKiB is (hold RSS − RSS before) / devices.
+	PerDeviceKiB float64 `json:"per_device_kib"`
+	Check        string  `json:"check"`
+}
+
+// loadPhase runs `fleetbench load` against addr and samples the server
+// process while the connections are made and held.
+func loadPhase(ctx context.Context, self string, s settings, addr, caFile, devFile string, server *proc, check func() string) (brokerResult, error) {
+	var res brokerResult
+	before, err := readUsage(server.pid())
+	if err != nil {
+		return res, err
+	}
+	res.RSSBeforeMiB = float64(before.rssKiB) / 1024
+	cmd := exec.CommandContext(ctx, self, "load", "-addr", addr, "-ca", caFile, "-devices", devFile, "-conc", strconv.Itoa(s.conc))
+	logf, err := os.Create(filepath.Join(s.work, "load-"+server.name+".log"))
+	if err != nil {
+		return res, err
+	}
+	defer logf.Close()
+	cmd.Stderr = logf
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return res, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return res, err
+	}
+	if err := cmd.Start(); err != nil {
+		return res, err
+	}
+	defer func() {
+		_ = stdin.Close()
+		_ = cmd.Wait()
+	}()
+	sc := bufio.NewScanner(stdout)
+	var start usage
+	got := false
+	for !got && sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == markStart:
+			if start, err = readUsage(server.pid()); err != nil {
+				return res, err
+			}
+		case strings.HasPrefix(line, markConnected):
+			end, err := readUsage(server.pid())
+			if err != nil {
+				return res, err
+			}
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, markConnected)), &res.Load); err != nil {
+				return res, err
+			}
+			if res.Load.Connected > 0 {
+				res.ConnectCPUMs = ms(end.cpu-start.cpu) / float64(res.Load.Connected)
+			}
+			got = true
+		}
+	}
+	if !got {
+		return res, fmt.Errorf("%w (see %s)", errLoad, logf.Name())
+	}
+	if res.Hold, err = sample(server.pid(), s.hold, ctx.Done()); err != nil {
+		return res, err
+	}
+	if res.Load.Connected > 0 {
+		res.PerDeviceKiB = (res.Hold.RSSMeanMiB - res.RSSBeforeMiB) * 1024 / float64(res.Load.Connected)
+	}
+	res.Check = check()
+	if server.exited() {
+		return res, fmt.Errorf("%s exited under load:\n%s", server.name, server.tail())
+	}
+	_ = stdin.Close()
+	for sc.Scan() {
+		if sc.Text() == markClosed {
+			break
+		}
+	}
+	return res, nil
+}
+
+// mosquittoFiles is `tg-controlplane mosquitto-config -o json`.
+type mosquittoFiles struct {
+	Config         string `json:"config"`
+	CAFile         string `json:"ca_file"`
+	ClientCertFile string `json:"client_cert_file"`
+	ClientKeyFile  string `json:"client_key_file"`
+	dir            string
+}
+
+type mosquitto struct {
+	proc *proc
+	addr string
+}
+
+// renderMosquitto has tg-controlplane write mosquitto's files from its
+// (stopped) database: the same CAs and device certificates, one ACL block
+// per device.
+func renderMosquitto(ctx context.Context, s settings, cpBin, cpCfg string) (mosquittoFiles, error) {
+	var files mosquittoFiles
+	dir := filepath.Join(s.work, "mosquitto")
+	out, err := exec.CommandContext(ctx, cpBin, "mosquitto-config", "--out", dir, "--config", cpCfg, "-o", "json").Output()
+	if err != nil {
+		return files, fmt.Errorf("tg-controlplane mosquitto-config: %w", err)
+	}
+	if err := json.Unmarshal(out, &files); err != nil {
+		return files, err
+	}
+	files.dir = dir
+	return files, nil
+}
+
+// startMosquitto runs mosquitto with the rendered snippet on a loopback
+// port, with Nagle off when nodelay is set.
+func startMosquitto(s settings, files mosquittoFiles, nodelay bool) (*mosquitto, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	var conf strings.Builder
+	for line := range strings.SplitSeq(files.Config, "\n") {
+		if strings.HasPrefix(line, "listener ") {
+			line = fmt.Sprintf("listener %d 127.0.0.1", port)
+		}
+		conf.WriteString(line + "\n")
+	}
+	// As in the broker's conformance tests: log to stderr, and as root stay
+	// root so mosquitto can read the 0600 files here.
+	conf.WriteString("log_dest stderr\nlog_type error\nlog_type warning\n")
+	if os.Geteuid() == 0 {
+		conf.WriteString("user root\n")
+	}
+	name := "mosquitto"
+	if nodelay {
+		conf.WriteString("set_tcp_nodelay true\n")
+		name = "mosquitto-nodelay"
+	}
+	confPath := filepath.Join(files.dir, name+".conf")
+	if err := os.WriteFile(confPath, []byte(conf.String()), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := startProc(name, filepath.Join(s.work, name+".log"), nil, s.mosquitto, "-c", confPath)
+	if err != nil {
+		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := waitTCP(addr, p, 10*time.Second); err != nil {
+		return nil, err
+	}
+	return &mosquitto{proc: p, addr: addr}, nil
+}
+
+// countRetained subscribes to every device status as the control plane
+// identity and counts the retained online messages mosquitto holds (its
+// ACL drops a refused publish silently, so PUBACK alone proves nothing).
+func countRetained(ctx context.Context, mosq, addr string, f mosquittoFiles, want int) string {
+	sub := filepath.Join(filepath.Dir(mosq), "mosquitto_sub")
+	if _, err := os.Stat(sub); err != nil {
+		if sub, err = exec.LookPath("mosquitto_sub"); err != nil {
+			return "not checked (no mosquitto_sub)"
+		}
+	}
+	host, port, _ := strings.Cut(addr, ":")
+	out, err := exec.CommandContext(ctx, sub, "-h", host, "-p", port, "--cafile", f.CAFile, "--cert", f.ClientCertFile,
+		"--key", f.ClientKeyFile, "-t", "tg/v1/"+tenant+"/devices/+/status", "--retained-only", "-W", "5",
+		"-C", strconv.Itoa(want), "-i", "controlplane").Output()
+	n := strings.Count(string(out), `"state":"online"`)
+	if err != nil && n < want {
+		return fmt.Sprintf("%d/%d retained online statuses (mosquitto_sub: %v)", n, want, err)
+	}
+	return fmt.Sprintf("%d/%d retained online statuses in mosquitto", n, want)
+}
+
+func printTable(w0 *os.File, s settings, r report) {
+	w := tabwriter.NewWriter(w0, 0, 0, 2, ' ', 0)
+	defer w.Flush()
+	f1 := func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
+	f2 := func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+	e := r.Enroll
+	fmt.Fprintf(w, "\nfleetbench (%d cores; shared machine: ratios, not absolutes)\n\n", r.Cores)
+	fmt.Fprintf(w, "ENROLLMENT, simulator TPM\tvalue\tbaseline / note\n")
+	fmt.Fprintf(w, "full protocol, sequential (%d devices)\t%s devices/s\t%s ms each: TPM %s ms (EK %s), server round trips %s ms\n",
+		e.N, f2(e.DevicesPerS), f1(e.TotalMs), f1(e.ClientTPMMs), f1(e.EKMs), f1(e.ServerRTTMs))
+	fmt.Fprintf(w, "server share of one enrollment\t%s%%\tround trips (p50 %s ms) / total\n", f1(100*e.ServerShare), f1(e.ServerRTTP50Ms))
+	fmt.Fprintf(w, "server CPU per TPM enrollment\t%s ms\test. %s devices/s on %d cores if CPU-bound (not measured)\n",
+		f1(e.ServerCPUMs), f1(e.ServerCapacityPerS), r.Cores)
+	fmt.Fprintf(w, "no-TPM enrollment, %d concurrent (measured)\t%s devices/s\tserver CPU %s ms each\n",
+		r.EnrollNoTPM.Concurrency, f1(r.EnrollNoTPM.PerS), f1(r.EnrollNoTPM.ServerCPUMs))
+	fmt.Fprintf(w, "simulator manufacture (excluded)\t%s ms\tfresh simulator + EK certificate in NV\n", f1(e.ManufactureMs))
+
+	a := r.Agent
+	fmt.Fprintf(w, "\nAGENT IDLE (%ds)\tvalue\tbaseline / note\n", int(s.idle.Seconds()))
+	fmt.Fprintf(w, "RSS mean / max\t%s / %s MiB\tgoal %.0f MiB: ratio %s; Go floor %s MiB\n",
+		f1(a.Idle.RSSMeanMiB), f1(a.Idle.RSSMaxMiB), anchorRSSGoalMiB, f2(a.RSSGoalRatio), f1(a.GoFloorRSSMiB))
+	fmt.Fprintf(w, "CPU\t%s\t%s CPU-s over %s s (10 ms ticks)\n", cpuPct(a.Idle), f2(a.Idle.CPUSeconds), f1(a.Idle.Seconds))
+	fmt.Fprintf(w, "binary as built / stripped\t%s / %s MB\tMender ~%.0f MB: ratio %s (stripped)\n",
+		f1(a.Sizes.AsBuiltMB), f1(a.Sizes.StrippedMB), anchorMenderMB, f2(a.Sizes.MenderRatio))
+	if a.Sizes.NoSimError == "" {
+		cgo := "CGO_ENABLED=0"
+		if a.Sizes.NoSimCgo {
+			cgo = "still needs cgo"
+		}
+		fmt.Fprintf(w, "without the simulator / stripped\t%s / %s MB\t%s; ratio %s to Mender\n",
+			f1(a.Sizes.NoSimMB), f1(a.Sizes.NoSimStrippedMB), cgo, f2(a.Sizes.NoSimStrippedMB/anchorMenderMB))
+	} else {
+		fmt.Fprintf(w, "without the simulator\tn/a\t%s\n", a.Sizes.NoSimError)
+	}
+	fmt.Fprintf(w, "modules linked\t%d\t%s\n", a.Sizes.Modules, strings.Join(a.Sizes.Notable, " "))
+	var top []string
+	for i, m := range a.Sizes.BySymbolMB {
+		if i == 8 {
+			break
+		}
+		top = append(top, fmt.Sprintf("%s %s", strings.TrimPrefix(m.Module, "github.com/"), f2(m.MB)))
+	}
+	fmt.Fprintf(w, "symbol MB by module (nm -size)\t\t%s\n", strings.Join(top, ", "))
+
+	fc, mq, nd := r.Fleet, r.Mosquitto, r.MosquittoNoDelay
+	fmt.Fprintf(w, "\nFLEET: %d devices, mTLS MQTT\ttg-controlplane\tmosquitto (snippet)\tmosquitto +nodelay\tratio ours/snippet, ours/nodelay\n", s.devices)
+	fmt.Fprintf(w, "connects/s (%d in flight)\t%s\t%s\t%s\t%s, %s (anchor: mosquitto ~%.0f/s)\n",
+		fc.Load.Concurrency, f1(fc.Load.ConnectsPerS), f1(mq.Load.ConnectsPerS), f1(nd.Load.ConnectsPerS),
+		f2(r.ConnectRatio), f2(r.ConnectRatioNoDelay), anchorMosquittoConnects)
+	fmt.Fprintf(w, "connected / failed\t%d / %d\t%d / %d\t%d / %d\t\n", fc.Load.Connected, fc.Load.Failed,
+		mq.Load.Connected, mq.Load.Failed, nd.Load.Connected, nd.Load.Failed)
+	fmt.Fprintf(w, "CONNACK p50 / p99 (ms)\t%s / %s\t%s / %s\t%s / %s\t\n", f1(fc.Load.ConnackP50Ms), f1(fc.Load.ConnackP99Ms),
+		f1(mq.Load.ConnackP50Ms), f1(mq.Load.ConnackP99Ms), f1(nd.Load.ConnackP50Ms), f1(nd.Load.ConnackP99Ms))
+	fmt.Fprintf(w, "server CPU per connect (ms)\t%s\t%s\t%s\t%s, %s\n", f2(fc.ConnectCPUMs), f2(mq.ConnectCPUMs), f2(nd.ConnectCPUMs),
+		ratio(fc.ConnectCPUMs, mq.ConnectCPUMs), ratio(fc.ConnectCPUMs, nd.ConnectCPUMs))
+	fmt.Fprintf(w, "load generator CPU, connect phase (s)\t%s\t%s\t%s\tsame machine, same client\n",
+		f1(fc.Load.LoadCPUSeconds), f1(mq.Load.LoadCPUSeconds), f1(nd.Load.LoadCPUSeconds))
+	fmt.Fprintf(w, "RSS before / holding (MiB)\t%s / %s\t%s / %s\t%s / %s\t%s (holding, snippet)\n", f1(fc.RSSBeforeMiB), f1(fc.Hold.RSSMeanMiB),
+		f1(mq.RSSBeforeMiB), f1(mq.Hold.RSSMeanMiB), f1(nd.RSSBeforeMiB), f1(nd.Hold.RSSMeanMiB), f2(r.RSSRatio))
+	fmt.Fprintf(w, "RSS per held device (KiB)\t%s\t%s\t%s\t%s\n", f1(fc.PerDeviceKiB), f1(mq.PerDeviceKiB), f1(nd.PerDeviceKiB),
+		ratio(fc.PerDeviceKiB, mq.PerDeviceKiB))
+	fmt.Fprintf(w, "CPU holding, %ds (of a core)\t%s\t%s\t%s\t\n", int(s.hold.Seconds()), cpuPct(fc.Hold), cpuPct(mq.Hold), cpuPct(nd.Hold))
+	fmt.Fprintf(w, "TLS negotiated\t%s\t%s\t%s\t\n", fc.Load.TLS, mq.Load.TLS, nd.Load.TLS)
+	fmt.Fprintf(w, "check\t%s\t%s\t%s\t\n", fc.Check, mq.Check, nd.Check)
+}
+
+// cpuPct prints a window's CPU, or the bound when not one 10 ms tick was
+// charged.
+func cpuPct(w window) string {
+	if w.CPUSeconds == 0 && w.Seconds > 0 {
+		return fmt.Sprintf("< %s %%", strconv.FormatFloat(100*0.01/w.Seconds, 'f', 3, 64))
+	}
+	return strconv.FormatFloat(w.CPUPercent, 'f', 2, 64) + " %"
+}
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(a/b, 'f', 2, 64)
+}
