@@ -18,28 +18,13 @@ import (
 	"github.com/tensorguard/tensorguardflow/controlplane/controlplanetest"
 )
 
-// agentBinary builds tg-agent once per test binary.
-var agentBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "tg-agent-bin-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "tg-agent")
-	cmd := exec.Command("go", "build", "-o", bin, "./agent/cmd/tg-agent")
-	cmd.Dir = ".."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build tg-agent: %v\n%s", err, out)
-	}
-	return bin, nil
-})
-
+// buildAgent returns the tg-agent that TestMain (harness_test.go) built.
 func buildAgent(t *testing.T) string {
 	t.Helper()
-	bin, err := agentBinary()
-	if err != nil {
-		t.Fatal(err)
+	if bins.agent == "" {
+		t.Fatal("tg-agent was not built: TestMain did not run")
 	}
-	return bin
+	return bins.agent
 }
 
 // zeroOf returns the zero value of the third parameter of f, so the test can

@@ -28,10 +28,12 @@ func TestFleetOfThreeSWTPM(t *testing.T) {
 	runFleetOfThree(t, cp, tpms, "swtpm")
 }
 
-// TestFleetOfThreeSimulator: the same with the simulator TPM, which has no
-// EK certificate (enrollment.allow_ek_without_cert).
+// TestFleetOfThreeSimulator: the same with the simulator TPM. It has no EK
+// certificate; a fleet that allows simulated TPMs trusts its EK on first
+// use, without enrollment.allow_ek_without_cert (which would extend that to
+// hardware claims).
 func TestFleetOfThreeSimulator(t *testing.T) {
-	cp := startControlPlane(t, cpOptions{allowEKWithoutCert: true})
+	cp := startControlPlane(t, cpOptions{})
 	runFleetOfThree(t, cp, simulatorTPMs(100, 3), "simulated")
 }
 
@@ -39,7 +41,7 @@ func TestFleetOfThreeSimulator(t *testing.T) {
 // PostgreSQL.
 func TestFleetOnPostgres(t *testing.T) {
 	dsn := testpg.Start(t)
-	cp := startControlPlane(t, cpOptions{allowEKWithoutCert: true, databaseURL: dsn})
+	cp := startControlPlane(t, cpOptions{databaseURL: dsn})
 	runFleetOfThree(t, cp, simulatorTPMs(200, 3), "simulated")
 }
 
@@ -125,6 +127,17 @@ func runFleetOfThree(t *testing.T, cp *cpProc, tpms []string, wantKind string) {
 	}
 	eventually(t, 10*time.Second, "device list: all online", wantOnline(allOnline))
 
+	// The audit chain records each enrollment with what was proven: swtpm's
+	// EK certificate verified against the configured roots; the
+	// simulator's EK trusted on first use.
+	enrolled := cp.enrollAudit()
+	for id := range ids {
+		d, ok := enrolled[id]
+		if !ok || d.TPMKind != wantKind || d.EKCertVerified != (wantKind == "swtpm") {
+			t.Fatalf("audit of %s's enrollment: %+v (present %t)", id, d, ok)
+		}
+	}
+
 	// The operator's view over MQTT: the retained status of every device.
 	wantStatus := func(want map[string]string, minSession map[string]uint64) func() error {
 		return func() error {
@@ -144,6 +157,24 @@ func runFleetOfThree(t *testing.T, cp *cpProc, tpms []string, wantKind string) {
 		online[id], minSess[id] = wire.StateOnline, sessions[i]
 	}
 	eventually(t, 10*time.Second, "operator sees every device online", wantStatus(online, minSess))
+	// The status is retained: an operator who subscribes now gets it too.
+	late := cp.operatorMQTT("operator-late")
+	late.subscribe(t, statusFilter)
+	eventually(t, 10*time.Second, "a late operator gets every retained online status", func() error {
+		retained := map[string]bool{}
+		for _, m := range late.messages() {
+			var st wire.Status
+			if m.Retained() && json.Unmarshal(m.Payload(), &st) == nil && st.State == wire.StateOnline {
+				retained[st.Device] = true
+			}
+		}
+		for id := range ids {
+			if !retained[id] {
+				return fmt.Errorf("no retained online status of %s (have %v)", id, retained)
+			}
+		}
+		return nil
+	})
 
 	// SIGKILL agent 0: no goodbye; the broker publishes its Will.
 	victim := agents[0]
@@ -176,6 +207,7 @@ func runFleetOfThree(t *testing.T, cp *cpProc, tpms []string, wantKind string) {
 		a.proc.stop(t, 15*time.Second)
 	}
 	eventually(t, 10*time.Second, "device list: all offline after SIGTERM", wantOnline(map[string]bool{}))
+	cp.tgctl("audit", "verify")
 	cp.shutdown()
 }
 

@@ -10,7 +10,6 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -224,8 +223,6 @@ func writeFile(t *testing.T, path, content string) {
 type cpOptions struct {
 	// ekRoots and ekIntermediates are PEM files (enrollment.ek_roots, …).
 	ekRoots, ekIntermediates []string
-	// allowEKWithoutCert admits the simulator, which has no EK certificate.
-	allowEKWithoutCert bool
 	// databaseURL is DATABASE_URL; empty means SQLite in the data dir.
 	databaseURL string
 	// moreTenants are created with init next to "acme".
@@ -238,7 +235,7 @@ type cpProc struct {
 	proc    *proc
 	dataDir string
 	env     []string
-	// BaseURL is https://127.0.0.1:port, PlainURL the same port in plain
+	// baseURL is https://127.0.0.1:port, plainURL the same port in plain
 	// HTTP (loopback, development).
 	baseURL, plainURL string
 	mqttAddr          string
@@ -305,10 +302,9 @@ mqtt: {listen: %q, public_url: "mqtts://%s"}
 enrollment:
   ek_roots: %s
   ek_intermediates: %s
-  allow_ek_without_cert: %t
 shutdown_timeout: 10s
 log: {level: debug}
-`, httpAddr, mqttAddr, mqttAddr, list(opts.ekRoots), list(opts.ekIntermediates), opts.allowEKWithoutCert))
+`, httpAddr, mqttAddr, mqttAddr, list(opts.ekRoots), list(opts.ekIntermediates)))
 		p := startProc(t, "tg-controlplane", cp.env, bins.controlplane, "serve", "--config", config, "--data-dir", cp.dataDir)
 		if err := waitReady("http://"+httpAddr, p); err != nil {
 			lastLog = p.log.String()
@@ -400,7 +396,17 @@ func (cp *cpProc) tgctl(args ...string) string {
 // tgctlJSON runs tgctl -o json as the admin and decodes its output into v.
 func (cp *cpProc) tgctlJSON(v any, args ...string) {
 	cp.t.Helper()
-	out := cp.tgctl(append(args, "-o", "json")...)
+	cp.tgctlJSONAs(cp.adminKey, v, args...)
+}
+
+// tgctlJSONAs runs tgctl -o json with key, requires exit 0 and decodes its
+// output into v.
+func (cp *cpProc) tgctlJSONAs(key string, v any, args ...string) {
+	cp.t.Helper()
+	out, errOut, code := cp.tgctlAs(key, append(args, "-o", "json")...)
+	if code != 0 {
+		cp.t.Fatalf("tgctl %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+	}
 	if err := json.Unmarshal([]byte(out), v); err != nil {
 		cp.t.Fatalf("tgctl %s -o json: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -418,12 +424,50 @@ func (cp *cpProc) devices() []client.Device {
 // its id.
 func (cp *cpProc) token(fleet string, extra ...string) (secret, id string) {
 	cp.t.Helper()
+	return cp.tokenAs(cp.adminKey, fleet, extra...)
+}
+
+// tokenAs creates an enrollment token with key (of any tenant).
+func (cp *cpProc) tokenAs(key, fleet string, extra ...string) (secret, id string) {
+	cp.t.Helper()
 	var tok client.CreatedToken
-	cp.tgctlJSON(&tok, append([]string{"token", "create", fleet}, extra...)...)
+	cp.tgctlJSONAs(key, &tok, append([]string{"token", "create", fleet}, extra...)...)
 	if tok.Token == "" || tok.CAHash != cp.caHash {
 		cp.t.Fatalf("token create: %+v", tok)
 	}
 	return tok.Token, tok.ID
+}
+
+// enrollDetails are the details of a device.enroll audit entry.
+type enrollDetails struct {
+	TPMKind        string `json:"tpm_kind"`
+	EKCertVerified bool   `json:"ek_cert_verified"`
+}
+
+// enrollAudit returns the device.enroll entries of the audit chain by
+// device id.
+func (cp *cpProc) enrollAudit() map[string]enrollDetails {
+	cp.t.Helper()
+	var page struct {
+		Entries []struct {
+			Action  string          `json:"action"`
+			Target  string          `json:"target"`
+			Details json.RawMessage `json:"details"`
+		} `json:"entries"`
+	}
+	cp.tgctlJSON(&page, "audit", "list", "--limit", "1000")
+	out := map[string]enrollDetails{}
+	for _, e := range page.Entries {
+		if e.Action != "device.enroll" {
+			continue
+		}
+		var d enrollDetails
+		if err := json.Unmarshal(e.Details, &d); err != nil {
+			cp.t.Fatalf("device.enroll details %s: %v", e.Details, err)
+		}
+		out[e.Target] = d
+	}
+	return out
 }
 
 // httpClient trusts the platform CA and presents cert, if any.
@@ -532,6 +576,7 @@ type agentProcess struct {
 	t      *testing.T
 	name   string
 	config string
+	state  string // the bbolt state file
 	proc   *proc
 }
 
@@ -544,6 +589,7 @@ func newAgent(t *testing.T, cp *cpProc, name, token, tpm string) *agentProcess {
 	tokenFile := filepath.Join(dir, "token")
 	writeFile(t, tokenFile, token+"\n")
 	config := filepath.Join(dir, "agent.yaml")
+	state := filepath.Join(dir, "state", "agent.db")
 	writeFile(t, config, fmt.Sprintf(`version: 1
 server_url: %s
 ca_hash: %s
@@ -554,8 +600,8 @@ mqtt: {url: "mqtts://%s", keepalive: 5s}
 telemetry: {interval: 1s}
 shutdown_timeout: 5s
 log: {level: debug}
-`, cp.baseURL, cp.caHash, tokenFile, filepath.Join(dir, "state", "agent.db"), tpm, cp.mqttAddr))
-	return &agentProcess{t: t, name: name, config: config}
+`, cp.baseURL, cp.caHash, tokenFile, state, tpm, cp.mqttAddr))
+	return &agentProcess{t: t, name: name, config: config, state: state}
 }
 
 // start runs `tg-agent run`.
@@ -689,6 +735,12 @@ func (m *mqttClient) messages() []paho.Message {
 // and connects with them.
 func (cp *cpProc) operatorMQTT(clientID string) *mqttClient {
 	cp.t.Helper()
+	return cp.operatorMQTTAs(cp.adminKey, clientID)
+}
+
+// operatorMQTTAs is operatorMQTT with the API key of any tenant.
+func (cp *cpProc) operatorMQTTAs(key, clientID string) *mqttClient {
+	cp.t.Helper()
 	dir := cp.t.TempDir()
 	var creds struct {
 		Tenant   string `json:"tenant"`
@@ -696,7 +748,7 @@ func (cp *cpProc) operatorMQTT(clientID string) *mqttClient {
 		CertFile string `json:"cert_file"`
 		KeyFile  string `json:"key_file"`
 	}
-	cp.tgctlJSON(&creds, "mqtt", "credentials", "--out", dir)
+	cp.tgctlJSONAs(key, &creds, "mqtt", "credentials", "--out", dir)
 	cert, err := tls.LoadX509KeyPair(creds.CertFile, creds.KeyFile)
 	if err != nil {
 		cp.t.Fatal(err)
@@ -714,11 +766,4 @@ func (cp *cpProc) operatorMQTT(clientID string) *mqttClient {
 		cp.t.Fatalf("operator mqtt connect: %v", err)
 	}
 	return m
-}
-
-// ctx is a short request context.
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	t.Cleanup(cancel)
-	return c
 }
