@@ -33,10 +33,11 @@ import (
 // -ldflags "-X github.com/tensorguard/tensorguardflow/agent.Version=…".
 var Version = "dev"
 
-// ErrKeyMismatch means the stored certificate is not for the TPM's TLS
+// ErrKeyMismatch means the stored certificate is not for the device's TLS
 // key: the TPM was cleared or replaced (or is a simulator without a fixed
-// seed). The device must enroll again with a new token.
-var ErrKeyMismatch = errors.New("stored identity does not belong to this TPM's key")
+// seed), or the tpm setting changed between a TPM and none since the device
+// enrolled. The device must enroll again with a new token.
+var ErrKeyMismatch = errors.New("stored identity does not belong to this device's key")
 
 // EnrollError is a permanent enrollment failure; retrying with the same
 // configuration cannot succeed. Error() explains what to do.
@@ -50,7 +51,9 @@ const (
 	kvNamespace = "identity"
 	kvCAPEM     = "ca_pem"
 	kvTPMKind   = "tpm_kind"
-	keyRef      = "tpm-primary:owner:tensorguardflow/tls/v1"
+	// tpmKeyRef names the TLS key of a device with a TPM: a primary key the
+	// TPM re-derives, so nothing of it is stored.
+	tpmKeyRef = "tpm-primary:owner:tensorguardflow/tls/v1"
 )
 
 // Notifier is the service manager (systemd's sd_notify by default).
@@ -152,12 +155,15 @@ func New(cfg *Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 // Config returns the configuration in effect.
 func (a *Agent) Config() *Config { c := *a.cfg.Load(); return &c }
 
-// resources are what Run and Enroll hold open.
+// resources are what Run and Enroll hold open. Without a TPM (tpm.none),
+// tpm and tlsKey are nil and signer is the software key from the state.
 type resources struct {
 	db     *state.DB
 	tpm    *tpmdev.Device
 	tlsKey *tpmdev.Key
 	signer crypto.Signer
+	kind   tpmdev.Kind
+	keyRef string
 }
 
 func (r *resources) close() error {
@@ -184,6 +190,17 @@ func (a *Agent) open() (*resources, error) {
 	if r.db, err = state.Open(cfg.StatePath, state.Options{}); err != nil {
 		return nil, err
 	}
+	if cfg.TPM.None {
+		// No TPM to open, and none of its operations (EK, AK, certify,
+		// credential activation) happens in this mode.
+		key, err := loadSoftwareKey(r.db)
+		if err != nil {
+			_ = r.close()
+			return nil, err
+		}
+		r.signer, r.kind, r.keyRef = key, tpmdev.KindNone, softwareKeyRef
+		return r, nil
+	}
 	if r.tpm, err = a.opts.openTPM(cfg); err != nil {
 		_ = r.close()
 		return nil, fmt.Errorf("open tpm: %w", err)
@@ -196,6 +213,7 @@ func (a *Agent) open() (*resources, error) {
 		_ = r.close()
 		return nil, fmt.Errorf("load tls key: %w", err)
 	}
+	r.kind, r.keyRef = r.tpm.Kind(), tpmKeyRef
 	return r, nil
 }
 
@@ -227,8 +245,8 @@ func (a *Agent) identity(ctx context.Context, r *resources) (*enroll.Identity, b
 		}
 		id, err := enroll.ParseIdentity(stored.CertChainPEM, ca, r.signer.Public())
 		if err != nil {
-			return nil, false, fmt.Errorf("%w (device %s, state %s): move the state file away and enroll again with a new token: %v",
-				ErrKeyMismatch, stored.DeviceID, r.db.Path(), err)
+			return nil, false, fmt.Errorf("%w (device %s, state %s%s): move the state file away and enroll again with a new token: %v",
+				ErrKeyMismatch, stored.DeviceID, r.db.Path(), kindChange(r.db, r.kind), err)
 		}
 		a.log.Info("identity loaded", "device", id.DeviceID, "tenant", id.TenantID, "fleet", id.FleetID, "not_after", id.Leaf.NotAfter)
 		return id, false, nil
@@ -260,11 +278,16 @@ func (a *Agent) identity(ctx context.Context, r *resources) (*enroll.Identity, b
 	if err != nil {
 		return nil, false, err
 	}
-	a.log.Info("enrolling", "server", cfg.ServerURL, "tpm", r.tpm.Kind())
+	a.log.Info("enrolling", "server", cfg.ServerURL, "tpm", r.kind)
 	for attempt := 1; ; attempt++ {
-		id, err := client.Enroll(ctx, r.tpm, r.tlsKey, token)
+		var id *enroll.Identity
+		if r.tpm == nil {
+			id, err = client.EnrollWithoutTPM(ctx, r.signer, token)
+		} else {
+			id, err = client.Enroll(ctx, r.tpm, r.tlsKey, token)
+		}
 		if err == nil {
-			if err := a.saveIdentity(r.db, id, string(r.tpm.Kind()), time.Now()); err != nil {
+			if err := a.saveIdentity(r.db, id, r.kind, r.keyRef, time.Now()); err != nil {
 				return nil, false, err
 			}
 			return id, true, nil
@@ -286,14 +309,14 @@ func (a *Agent) identity(ctx context.Context, r *resources) (*enroll.Identity, b
 }
 
 // saveIdentity persists id. The CA bundle goes first: an identity record
-// present implies its bundle is.
-func (a *Agent) saveIdentity(db *state.DB, id *enroll.Identity, tpmKind string, enrolledAt time.Time) error {
+// present implies its bundle is. An empty tpmKind leaves the recorded kind.
+func (a *Agent) saveIdentity(db *state.DB, id *enroll.Identity, tpmKind tpmdev.Kind, keyRef string, enrolledAt time.Time) error {
 	cfg := a.cfg.Load()
 	if err := db.Put(kvNamespace, kvCAPEM, id.CAPEM); err != nil {
 		return err
 	}
 	if tpmKind != "" {
-		if err := db.Put(kvNamespace, kvTPMKind, []byte(tpmKind)); err != nil {
+		if err := db.Put(kvNamespace, kvTPMKind, []byte(string(tpmKind))); err != nil {
 			return err
 		}
 	}
@@ -509,7 +532,7 @@ func (a *Agent) renewLoop(ctx context.Context, r *resources, c *enroll.Client) e
 		if err != nil {
 			return err
 		}
-		if err := a.saveIdentity(r.db, id, "", stored.EnrolledAt); err != nil {
+		if err := a.saveIdentity(r.db, id, "", r.keyRef, stored.EnrolledAt); err != nil {
 			return fmt.Errorf("persist renewed certificate: %w", err)
 		}
 		a.certs.set(id, r.signer)

@@ -99,14 +99,22 @@ type Config struct {
 	Environment string `yaml:"-"`
 }
 
-// TPMConfig selects the TPM: exactly one of Device (a kernel resource
+// TPMConfig selects the TPM: at most one of Device (a kernel resource
 // manager, default /dev/tpmrm0), SWTPM (an swtpm command socket,
-// "host:port" or "unix:///path") and Simulator (the in-process simulator,
-// development only).
+// "host:port" or "unix:///path"), Simulator (the in-process simulator,
+// development only) and None.
 type TPMConfig struct {
 	Device    string `yaml:"device,omitempty"`
 	SWTPM     string `yaml:"swtpm,omitempty"`
 	Simulator bool   `yaml:"simulator,omitempty"`
+	// None runs the device without a TPM: the TLS key is an ECDSA P-256
+	// software key kept in the state file, and the control plane records
+	// the device as tpm_kind "none". It is an honest, weaker mode — the key
+	// can be copied with the state file, and the device can never be
+	// attested — so it is never chosen implicitly (a missing TPM is an
+	// error, not a fallback) and the fleet's policy must allow it
+	// (allow_no_tpm). It is allowed in production because it is explicit.
+	None bool `yaml:"none,omitempty"`
 	// SimulatorSeed derives the simulator's hierarchy seeds from a number,
 	// so its keys (and therefore an enrolled identity) survive an agent
 	// restart. Insecure by construction; development only.
@@ -251,13 +259,13 @@ func (c *Config) Validate() error {
 	}
 
 	n := 0
-	for _, set := range []bool{c.TPM.Device != "", c.TPM.SWTPM != "", c.TPM.Simulator} {
+	for _, set := range []bool{c.TPM.Device != "", c.TPM.SWTPM != "", c.TPM.Simulator, c.TPM.None} {
 		if set {
 			n++
 		}
 	}
 	if n > 1 {
-		bad("tpm", "choose one of device, swtpm and simulator")
+		bad("tpm", "choose one of device, swtpm, simulator and none")
 	}
 	if c.TPM.Simulator && prod {
 		bad("tpm.simulator", "the simulated TPM is refused when %s=production", EnvEnvironment)

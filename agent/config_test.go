@@ -73,6 +73,17 @@ token_file: /etc/tensorguard/token
 		{name: "production refuses inline token", env: "production", yaml: base + "token: tok-x\n", wantErr: "token: an inline token"},
 		{name: "production refuses plain mqtt", env: "production", yaml: base + "mqtt: {url: \"tcp://b:1883\"}\n", wantErr: "mqtt.url"},
 		{name: "production ok", env: "production", yaml: base + "token_file: /run/token\n"},
+		{name: "no tpm", yaml: base + "tpm: {none: true}\n", check: func(t *testing.T, c *Config) {
+			if !c.TPM.None || c.TPM.Simulator || c.TPM.SWTPM != "" || c.TPM.Device != "" {
+				t.Fatalf("tpm %+v", c.TPM)
+			}
+		}},
+		{name: "no tpm and a device", yaml: base + "tpm: {none: true, device: /dev/tpmrm0}\n", wantErr: "tpm: choose one of device, swtpm, simulator and none"},
+		{name: "no tpm and swtpm", yaml: base + "tpm: {none: true, swtpm: \"127.0.0.1:2321\"}\n", wantErr: "tpm: choose one"},
+		{name: "no tpm and the simulator", yaml: base + "tpm: {none: true, simulator: true}\n", wantErr: "tpm: choose one"},
+		{name: "no tpm with a simulator seed", yaml: base + "tpm: {none: true, simulator_seed: 3}\n", wantErr: "tpm.simulator_seed"},
+		{name: "no tpm not a bool", yaml: base + "tpm: {none: maybe}\n", wantErr: "maybe"},
+		{name: "production allows an explicit no tpm", env: "production", yaml: base + "token_file: /run/token\ntpm: {none: true}\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -51,4 +51,22 @@
 //
 // While running, the agent keeps <state_path>.status.json current, so
 // `tg-agent status` works although the state file is locked.
+//
+// # Devices without a TPM
+//
+// With tpm: {none: true} (set explicitly; a missing TPM never falls back to
+// it) the agent opens no TPM. Its TLS key is an ECDSA P-256 key it generates
+// before its first enrollment and keeps in the state file (mode 0600), so a
+// restart keeps the identity and renewals keep the key; the key is never
+// logged. Enrollment is one request, POST /api/v1/enroll with tpm_kind
+// "none", the CSR and no TPM evidence, answered 201 with the certificate —
+// no AK, no TPM2_Certify, no credential activation. The control plane
+// admits it only into a fleet whose policy allows devices without a TPM
+// (allow_no_tpm) and records the device as tpm_kind "none". This mode is
+// honest about being weaker: the key can be copied along with the state
+// file, and nothing proves where it lives. Attestation (a later issue)
+// must treat tpm_kind "none" devices as never attestable — there is no AK
+// to quote with — rather than as devices that merely have not attested
+// yet. An identity is bound to the mode it enrolled in: switching an
+// enrolled device between a TPM and none is ErrKeyMismatch.
 package agent

@@ -28,7 +28,7 @@ func openTPM(c *Config) (*tpmdev.Device, error) {
 	default:
 		d, err := tpmdev.OpenDevice(c.TPMDevice())
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w (no TPM here? set tpm.swtpm to an swtpm address, or, for development only, tpm.simulator: true)", err)
+			return nil, fmt.Errorf("%w (no TPM here? set tpm.swtpm to an swtpm address; tpm.none: true if the fleet allows devices without a TPM; or, for development only, tpm.simulator: true)", err)
 		}
 		return d, err
 	}

@@ -145,6 +145,11 @@ func New(cfg Config, opts ...Option) (*ControlPlane, error) {
 		}
 	}
 	cp.presence = newPresenceTracker(st, o.now, log.With("subsystem", "presence"))
+	if cp.broker != nil {
+		cp.presence.publish = func(topic string, payload []byte) error { return cp.broker.Publish(topic, payload, true, 1) }
+	} else {
+		cp.presence.publish = cp.external.publish
+	}
 	apiHandler := cp.external.wrapAPI(api.New(api.Deps{
 		Store: st, CA: cp.ca, Revoker: cp, BrokerURL: cp.brokerURL(), Now: o.now, Logger: log.With("subsystem", "api"),
 	}))
@@ -263,16 +268,24 @@ func (cp *ControlPlane) deviceBrokerURL(r *http.Request) string {
 }
 
 // DisconnectDevice implements api.Revoker: after the API revoked or deleted
-// a device, drop cached revocation answers (so the next handshake sees it)
-// and close its MQTT connections.
+// a device, drop cached revocation answers (so the next handshake sees it),
+// close its MQTT connections, and overwrite its retained status with an
+// offline status marked revoked, so MQTT watchers — also those subscribing
+// later — stop seeing it online (presenceTracker.revoke).
 func (cp *ControlPlane) DisconnectDevice(tenant, device string) {
 	cp.ca.InvalidateRevocations()
 	if cp.broker != nil {
 		n := cp.broker.Disconnect(mqttacl.Device(tenant, device))
 		cp.log.Info("device disconnected after revocation", "tenant", tenant, "device", device, "connections", n)
+	} else {
+		cp.external.disconnectDevice(tenant, device)
+	}
+	if err := cp.presence.revoke(tenant, device); err != nil {
+		cp.log.Warn("retained status of the revoked device not overwritten; watchers may still see it online",
+			"tenant", tenant, "device", device, "error", err)
 		return
 	}
-	cp.external.disconnectDevice(tenant, device)
+	cp.log.Info("revoked device's retained status set offline", "tenant", tenant, "device", device)
 }
 
 func (cp *ControlPlane) checkReady(context.Context) error {

@@ -52,10 +52,15 @@
 // from an older session is stale; within a session offline is final) and
 // records online and last-seen with store.SetDevicePresence.
 //
-// Revocation: the operator API revokes in the store and calls
+// Revocation: the operator API revokes (or deletes) in the store and calls
 // DisconnectDevice, which drops the CA's revocation cache (so the next TLS
-// handshake on the API or the broker is refused) and closes the device's
-// broker connections at once.
+// handshake on the API or the broker is refused), closes the device's
+// broker connections at once, and overwrites the device's retained status
+// with {"state":"offline","revoked":true} and the highest session the
+// tracker saw — published as the control plane, in process or over its
+// connection to an external broker — so MQTT watchers, also later
+// subscribers, stop seeing it online. If the device's Will lands after it,
+// the tracker publishes the revoked status again.
 //
 // # External broker
 //

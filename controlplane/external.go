@@ -6,10 +6,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -29,6 +31,9 @@ type externalBroker struct {
 	sync *mosquittoSyncer // nil: not managed
 	// ready is closed when a managed mosquitto's files are current.
 	ready chan struct{}
+
+	mu     sync.Mutex
+	client paho.Client // runPresence's connection; nil before and after
 }
 
 func newExternalBroker(cfg Config, auth *ca.Authority, cp *ControlPlane, log *slog.Logger) (*externalBroker, error) {
@@ -131,7 +136,15 @@ func (e *externalBroker) runPresence(ctx context.Context, p *presenceTracker) er
 		})
 	client := paho.NewClient(opts)
 	client.Connect() // retried in the background until it succeeds
-	defer client.Disconnect(250)
+	e.mu.Lock()
+	e.client = client
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.client = nil
+		e.mu.Unlock()
+		client.Disconnect(250)
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -140,6 +153,25 @@ func (e *externalBroker) runPresence(ctx context.Context, p *presenceTracker) er
 			p.flush(ctx)
 		}
 	}
+}
+
+// externalPublishTimeout bounds the wait for the broker's PUBACK.
+const externalPublishTimeout = 10 * time.Second
+
+// publish publishes a retained QoS 1 message as the control plane over the
+// presence connection and waits for the broker's acknowledgement.
+func (e *externalBroker) publish(topic string, payload []byte) error {
+	e.mu.Lock()
+	c := e.client
+	e.mu.Unlock()
+	if c == nil || !c.IsConnectionOpen() {
+		return errors.New("not connected to the external broker")
+	}
+	t := c.Publish(topic, 1, true, payload)
+	if !t.WaitTimeout(externalPublishTimeout) {
+		return fmt.Errorf("no acknowledgement from the external broker within %s", externalPublishTimeout)
+	}
+	return t.Error()
 }
 
 // Run runs the synchroniser of a managed mosquitto (if any) and closes

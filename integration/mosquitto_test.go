@@ -478,6 +478,30 @@ func TestExternalMosquittoFleet(t *testing.T) {
 	if err != nil || strings.Contains(string(acl), victimID) || !strings.Contains(string(acl), ids[1]) {
 		t.Fatalf("ACL after revocation (%v):\n%s", err, acl)
 	}
+	// A stock client subscribing now gets the victim's retained status as
+	// the control plane rewrote it — offline, revoked — and the others
+	// online.
+	fresh := mqOperatorSub(t, cp)
+	eventually(t, 10*time.Second, "fresh mosquitto_sub: the revoked device offline, the others online", func() error {
+		got := map[string]wire.Status{}
+		for _, l := range fresh.lines() {
+			var st wire.Status
+			if l.retained && strings.HasSuffix(l.topic, "/status") && json.Unmarshal([]byte(l.payload), &st) == nil &&
+				l.topic == mqttacl.StatusTopic(cp.tenant, st.Device) {
+				got[st.Device] = st
+			}
+		}
+		if st := got[victimID]; st.State != wire.StateOffline || !st.Revoked {
+			return fmt.Errorf("revoked device's retained status %+v in:\n%s", st, fresh.proc.log)
+		}
+		for _, id := range ids[1:] {
+			if got[id].State != wire.StateOnline {
+				return fmt.Errorf("retained status of %s: %+v", id, got[id])
+			}
+		}
+		return nil
+	})
+	fresh.proc.kill(t)
 
 	for _, a := range agents {
 		a.proc.stop(t, 15*time.Second)

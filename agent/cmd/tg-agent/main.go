@@ -147,7 +147,8 @@ func enrollCmd(stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "enroll",
 		Short: "Enroll this device once and write the identity to the state file",
-		Long: "Enroll this device with the control plane using a one-time token and its TPM, then exit.\n" +
+		Long: "Enroll this device with the control plane using a one-time token and its TPM (or, with\n" +
+			"tpm: {none: true}, a software key kept in the state file), then exit.\n" +
 			"Flags override the config file, which may be absent. Prefer --token-file or TG_ENROLL_TOKEN\n" +
 			"to --token: command lines are visible to other users.",
 		Args: noArgs,

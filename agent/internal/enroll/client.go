@@ -153,7 +153,8 @@ type Identity struct {
 
 // ParseIdentity parses and checks a stored or received identity: the chain
 // must verify to a CA in caPEM, the leaf must carry a device SPIFFE ID and be
-// a certificate for pub (the TPM's TLS key). Validity in time is not checked
+// a certificate for pub (the TLS key: the TPM's, or the software key of a
+// device without a TPM). Validity in time is not checked
 // here (a stored certificate may have expired while the device was off).
 func ParseIdentity(certChainPEM, caPEM []byte, pub crypto.PublicKey) (*Identity, error) {
 	var chain [][]byte
@@ -195,7 +196,7 @@ func ParseIdentity(certChainPEM, caPEM []byte, pub crypto.PublicKey) (*Identity,
 		return nil, fmt.Errorf("%w: device certificate does not chain to the CA: %v", ErrBadResponse, err)
 	}
 	if k, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(pub) {
-		return nil, fmt.Errorf("%w: device certificate is for another key than the TPM's TLS key", ErrBadResponse)
+		return nil, fmt.Errorf("%w: device certificate is for another key than the device's TLS key", ErrBadResponse)
 	}
 	sid, err := mqttacl.IdentityFromCert(leaf)
 	if err != nil || sid.Kind != mqttacl.KindDevice {
@@ -216,7 +217,7 @@ func ParseIdentity(certChainPEM, caPEM []byte, pub crypto.PublicKey) (*Identity,
 }
 
 // TLSCertificate returns the identity as a client certificate whose private
-// key is signer (the TPM).
+// key is signer (the TPM, or the software key of a device without one).
 func (id *Identity) TLSCertificate(signer crypto.Signer) *tls.Certificate {
 	return &tls.Certificate{Certificate: id.chain, PrivateKey: signer, Leaf: id.Leaf}
 }
@@ -294,12 +295,48 @@ func (c *Client) Enroll(ctx context.Context, dev *tpmdev.Device, tlsKey *tpmdev.
 	return id, nil
 }
 
+// EnrollWithoutTPM enrolls a device that has no TPM (tpm_kind "none"): it
+// sends the token and a CSR signed by key, a software key the caller keeps,
+// with no TPM evidence, and expects the certificate at once (201). The
+// control plane admits this only into a fleet whose policy allows devices
+// without a TPM and marks the device so; its refusal wraps ErrRefused and
+// Explain says what to change. Errors are classified by Retryable.
+func (c *Client) EnrollWithoutTPM(ctx context.Context, key crypto.Signer, token string) (*Identity, error) {
+	if token == "" {
+		return nil, errors.New("enroll: empty token")
+	}
+	csr, err := tpmdev.CreateCSR(key, pkix.Name{CommonName: "tg-agent"})
+	if err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	req := wire.EnrollRequest{Token: token, CSR: csr, TPMKind: wire.TPMKindNone}
+	status, body, err := c.do(ctx, http.MethodPost, PathEnroll, req)
+	if err != nil {
+		if errors.Is(err, ErrRefused) {
+			err = &noTPMRefusal{err}
+		}
+		return nil, fmt.Errorf("enroll without a TPM: %w", err)
+	}
+	if status != http.StatusCreated {
+		// 200 would be a TPM challenge, which a device without a TPM
+		// cannot answer and did not ask for.
+		return nil, fmt.Errorf("enroll without a TPM: %w: unexpected status %d", ErrBadResponse, status)
+	}
+	id, err := c.identityFrom(body, key.Public())
+	if err != nil {
+		return nil, fmt.Errorf("enroll without a TPM: %w", err)
+	}
+	c.log.Info("enrolled without a TPM", "device", id.DeviceID, "tenant", id.TenantID, "fleet", id.FleetID, "not_after", id.Leaf.NotAfter)
+	return id, nil
+}
+
 type renewRequest struct {
 	CSR string `json:"csr"`
 }
 
-// Renew asks for a new certificate for the same TPM key; the client must
-// present the current one (Config.GetClientCertificate).
+// Renew asks for a new certificate for the same key (the TPM's, or the
+// software key of a device without a TPM); the client must present the
+// current one (Config.GetClientCertificate).
 func (c *Client) Renew(ctx context.Context, signer crypto.Signer) (*Identity, error) {
 	if c.cfg.GetClientCertificate == nil {
 		return nil, errors.New("renew: no client certificate configured")

@@ -30,6 +30,16 @@
 // it must chain to the returned CA, and its SPIFFE URI SAN must name the
 // device id the server stated.
 //
+// # Without a TPM
+//
+// EnrollWithoutTPM is the path of a device configured without a TPM: it
+// sends the token and a CSR signed by a software key, tpm_kind "none" and no
+// evidence, and the control plane answers 201 with the certificate at once,
+// if the fleet's policy allows devices without a TPM. The returned
+// certificate is checked as above. Nothing is proven about the key beyond
+// possession, which is why such devices are marked "none" and are never
+// attestable.
+//
 // # Errors
 //
 // Server refusals are *APIError values wrapping a sentinel for the codes a

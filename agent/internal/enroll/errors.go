@@ -18,7 +18,8 @@ var (
 	ErrTokenExpired = errors.New("enrollment token expired")
 	// ErrRefused: the control plane did not accept the TPM evidence (EK not
 	// from a trusted manufacturer, TPM kind not allowed by the fleet, AK or
-	// TLS key not proven to be in the TPM).
+	// TLS key not proven to be in the TPM), or, for a device without a TPM,
+	// the fleet does not allow such devices.
 	ErrRefused = errors.New("enrollment refused by the control plane")
 	// ErrRevoked: the device or its certificate was revoked.
 	ErrRevoked = errors.New("device revoked")
@@ -91,7 +92,12 @@ func Retryable(err error) bool {
 // Explain turns an enrollment error into a sentence for a person: what
 // happened and what to do.
 func Explain(err error) string {
+	var noTPM *noTPMRefusal
 	switch {
+	case errors.As(err, &noTPM):
+		return "the control plane refused to enroll this device without a TPM (tpm: {none: true}): " + noTPM.Error() +
+			". Devices without a TPM may join only a fleet whose policy allows them: use a token for such a fleet, " +
+			"have an operator allow it (tgctl fleet update FLEET --allow-no-tpm), or configure the device's TPM"
 	case errors.Is(err, ErrTokenUsed):
 		return "the enrollment token was already used; create a new one (tgctl token create FLEET) and configure it"
 	case errors.Is(err, ErrTokenExpired):
@@ -111,6 +117,13 @@ type transportError struct{ err error }
 
 func (e *transportError) Error() string { return e.err.Error() }
 func (e *transportError) Unwrap() error { return e.err }
+
+// noTPMRefusal marks a refusal of an enrollment without a TPM, so Explain
+// does not talk about TPM evidence the device never sent.
+type noTPMRefusal struct{ err error }
+
+func (e *noTPMRefusal) Error() string { return e.err.Error() }
+func (e *noTPMRefusal) Unwrap() error { return e.err }
 
 // tpmError marks failures of a TPM operation.
 type tpmError struct{ err error }

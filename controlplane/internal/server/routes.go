@@ -204,7 +204,11 @@ func (s *Server) admitKind(w http.ResponseWriter, r *http.Request, fleet store.F
 		return false
 	}
 	if !fleetOK {
-		writeError(w, r, http.StatusForbidden, wire.CodeEnrollRefused, "fleet "+fleet.Name+" does not accept TPM kind "+kind)
+		msg := "fleet " + fleet.Name + " does not accept TPM kind " + kind
+		if kind == wire.TPMKindNone {
+			msg = "fleet " + fleet.Name + " does not allow devices without a TPM (its policy has allow_no_tpm false)"
+		}
+		writeError(w, r, http.StatusForbidden, wire.CodeEnrollRefused, msg)
 		return false
 	}
 	return true

@@ -368,19 +368,22 @@ func TestEnrollRefusals(t *testing.T) {
 		req    wire.EnrollRequest
 		status int
 		code   string
+		msg    string // in the error message, if set
 	}{
-		{"unknown token", noTPM("tgt_tok-aaaaaaaaaaaaaaaaaaaa_" + strings.Repeat("a", 52)), http.StatusUnauthorized, wire.CodeUnauthenticated},
-		{"garbage token", noTPM("nope"), http.StatusUnauthorized, wire.CodeUnauthenticated},
-		{"expired token", noTPM(h.CreateToken(t, open.ID, -time.Minute)), http.StatusGone, wire.CodeTokenExpired},
-		{"no TPM into a fleet that forbids it", noTPM(h.CreateToken(t, strict.ID, time.Hour)), http.StatusForbidden, wire.CodeEnrollRefused},
-		{"simulated TPM into a fleet that forbids it", a.request(t, h.CreateToken(t, strict.ID, time.Hour)), http.StatusForbidden, wire.CodeEnrollRefused},
-		{"unknown TPM kind", wire.EnrollRequest{Token: h.CreateToken(t, open.ID, time.Hour), CSR: csr, TPMKind: "quantum"}, http.StatusBadRequest, wire.CodeBadRequest},
+		{"unknown token", noTPM("tgt_tok-aaaaaaaaaaaaaaaaaaaa_" + strings.Repeat("a", 52)), http.StatusUnauthorized, wire.CodeUnauthenticated, ""},
+		{"garbage token", noTPM("nope"), http.StatusUnauthorized, wire.CodeUnauthenticated, ""},
+		{"expired token", noTPM(h.CreateToken(t, open.ID, -time.Minute)), http.StatusGone, wire.CodeTokenExpired, ""},
+		{"no TPM into a fleet that forbids it", noTPM(h.CreateToken(t, strict.ID, time.Hour)), http.StatusForbidden, wire.CodeEnrollRefused,
+			"fleet strict does not allow devices without a TPM"},
+		{"simulated TPM into a fleet that forbids it", a.request(t, h.CreateToken(t, strict.ID, time.Hour)), http.StatusForbidden, wire.CodeEnrollRefused,
+			"fleet strict does not accept TPM kind simulated"},
+		{"unknown TPM kind", wire.EnrollRequest{Token: h.CreateToken(t, open.ID, time.Hour), CSR: csr, TPMKind: "quantum"}, http.StatusBadRequest, wire.CodeBadRequest, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := mustDo(t, c, http.MethodPost, h.BaseURL+"/api/v1/enroll", tc.req)
-			if r.status != tc.status || r.errorCode(t) != tc.code {
-				t.Errorf("got %d %s, want %d %s", r.status, r.body, tc.status, tc.code)
+			if r.status != tc.status || r.errorCode(t) != tc.code || !strings.Contains(string(r.body), tc.msg) {
+				t.Errorf("got %d %s, want %d %s %q", r.status, r.body, tc.status, tc.code, tc.msg)
 			}
 		})
 	}

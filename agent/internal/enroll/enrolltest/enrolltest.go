@@ -9,9 +9,15 @@
 // says. Its server certificate comes from a separate platform CA, which it
 // sends in its chain so that pinning works.
 //
+// A device without a TPM (tpm_kind "none", a CSR and no evidence) is
+// enrolled at once with 201 when Options.AllowNoTPM says the fleet allows
+// it, and refused with 403 ENROLLMENT_REFUSED otherwise, as the control
+// plane does.
+//
 // It counts calls per route and can inject failures, so tests can assert
 // "no second enrollment" or exercise retries. It is a fake, not the control
-// plane: no database, no audit, no policies; integration/ runs the real one.
+// plane: no database, no audit, one fleet whose only policy is AllowNoTPM;
+// integration/ runs the real one.
 package enrolltest
 
 import (
@@ -57,6 +63,9 @@ type Options struct {
 	CertTTL time.Duration // device certificate lifetime; default 24h
 	// EKRoots, when set, requires an EK certificate chaining to them.
 	EKRoots *x509.CertPool
+	// AllowNoTPM is the fleet's allow_no_tpm: devices without a TPM are
+	// enrolled (201, no challenge) only when it is set.
+	AllowNoTPM bool
 }
 
 // ControlPlane is the running fake.
@@ -89,12 +98,14 @@ type token struct {
 
 type session struct {
 	token      string
+	kind       string
 	secretHash [32]byte
 	csr        *x509.CertificateRequest
 }
 
 type device struct {
 	id       string
+	kind     string // wire.TPMKind…
 	pub      crypto.PublicKey
 	revoked  bool
 	serial   *big.Int
@@ -222,6 +233,17 @@ func (cp *ControlPlane) Devices() []string {
 	return out
 }
 
+// TPMKind returns the TPM kind a device enrolled with ("none" for a device
+// without a TPM), or "" for an unknown device.
+func (cp *ControlPlane) TPMKind(deviceID string) string {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if d := cp.devices[deviceID]; d != nil {
+		return d.kind
+	}
+	return ""
+}
+
 // Revoke marks a device revoked: renewals are refused with REVOKED.
 func (cp *ControlPlane) Revoke(deviceID string) {
 	cp.mu.Lock()
@@ -294,12 +316,55 @@ func (cp *ControlPlane) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusGone, wire.CodeTokenExpired, "token expired")
 		return
 	}
+	if req.TPMKind == wire.TPMKindNone {
+		cp.enrollWithoutTPM(w, &req)
+		return
+	}
 	ch, err := cp.challenge(&req)
 	if err != nil {
 		writeErr(w, http.StatusForbidden, wire.CodeEnrollRefused, err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, ch)
+}
+
+// enrollWithoutTPM admits a device without a TPM if the fleet allows it:
+// a valid P-256 CSR and no evidence; the token is consumed and the
+// certificate issued at once (201).
+func (cp *ControlPlane) enrollWithoutTPM(w http.ResponseWriter, req *wire.EnrollRequest) {
+	if !cp.opts.AllowNoTPM {
+		writeErr(w, http.StatusForbidden, wire.CodeEnrollRefused, "fleet "+cp.opts.Fleet+" does not allow devices without a TPM (allow_no_tpm is false)")
+		return
+	}
+	if req.TPM != nil {
+		writeErr(w, http.StatusBadRequest, wire.CodeBadRequest, "tpm_kind none carries no TPM evidence")
+		return
+	}
+	csr, err := x509.ParseCertificateRequest(req.CSR)
+	if err != nil || csr.CheckSignature() != nil {
+		writeErr(w, http.StatusBadRequest, wire.CodeBadRequest, "bad csr")
+		return
+	}
+	if k, ok := csr.PublicKey.(*ecdsa.PublicKey); !ok || k.Curve.Params().Name != "P-256" {
+		writeErr(w, http.StatusBadRequest, wire.CodeBadRequest, "csr key is not ECDSA P-256")
+		return
+	}
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	tok := cp.tokens[req.Token]
+	if tok == nil || tok.used {
+		writeErr(w, http.StatusConflict, wire.CodeTokenUsed, "token already used")
+		return
+	}
+	tok.used = true
+	d := &device{id: newID("dev-"), kind: wire.TPMKindNone, pub: csr.PublicKey}
+	cp.devices[d.id] = d
+	resp, err := cp.issueLocked(d)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, wire.CodeInternal, "issue")
+		return
+	}
+	writeJSON(w, http.StatusCreated, resp)
 }
 
 // challenge verifies the evidence and makes the credential challenge.
@@ -387,7 +452,7 @@ func (cp *ControlPlane) challenge(req *wire.EnrollRequest) (*wire.Challenge, err
 	}
 	id := newID("enr-")
 	cp.mu.Lock()
-	cp.sessions[id] = &session{token: req.Token, secretHash: sha256.Sum256(secret), csr: csr}
+	cp.sessions[id] = &session{token: req.Token, kind: req.TPMKind, secretHash: sha256.Sum256(secret), csr: csr}
 	cp.mu.Unlock()
 	return &wire.Challenge{SessionID: id, CredentialBlob: blob, EncryptedSecret: enc, ExpiresAt: time.Now().Add(2 * time.Minute)}, nil
 }
@@ -417,7 +482,7 @@ func (cp *ControlPlane) handleActivate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok.used = true
-	d := &device{id: newID("dev-"), pub: s.csr.PublicKey}
+	d := &device{id: newID("dev-"), kind: s.kind, pub: s.csr.PublicKey}
 	cp.devices[d.id] = d
 	resp, err := cp.issueLocked(d)
 	if err != nil {
