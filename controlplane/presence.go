@@ -214,9 +214,9 @@ func (p *presenceTracker) flush(ctx context.Context) {
 		}
 		err := p.st.SetDevicePresence(ctx, k.tenant, k.device, next.State == wire.StateOnline, seen)
 		if errors.Is(err, store.ErrNotFound) {
-			p.mu.Lock()
-			delete(p.latest, k) // deleted or unknown device
-			p.mu.Unlock()
+			// A deleted (or unknown) device. Its entry in latest stays:
+			// a delete's Will can be flushed here before revoke reads
+			// the device's highest session from latest.
 			continue
 		}
 		if err != nil && ctx.Err() == nil {

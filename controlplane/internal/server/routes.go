@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/api"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/ca"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/enroll"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
@@ -438,52 +439,12 @@ func samePublicKey(a, b any) bool {
 	return ka.Equal(b)
 }
 
-// Device is the API's Device object (docs/api.md), as the operator API
-// writes it (tpm_kind in the store's names).
-type Device struct {
-	ID            string            `json:"id"`
-	FleetID       string            `json:"fleet_id"`
-	Name          string            `json:"name"`
-	Labels        map[string]string `json:"labels"`
-	DeviceType    string            `json:"device_type"`
-	TPMKind       string            `json:"tpm_kind"`
-	EKFingerprint string            `json:"ek_fingerprint"`
-	CertSerial    string            `json:"cert_serial"`
-	CertNotAfter  *time.Time        `json:"cert_not_after"`
-	Status        string            `json:"status"`
-	Online        bool              `json:"online"`
-	LastSeenAt    *time.Time        `json:"last_seen_at"`
-	CreatedAt     time.Time         `json:"created_at"`
-}
-
-func optTime(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	u := t.UTC()
-	return &u
-}
-
-// DeviceJSON converts a stored device to the API object.
-func DeviceJSON(d store.Device) Device {
-	labels := d.Labels
-	if labels == nil {
-		labels = map[string]string{}
-	}
-	return Device{
-		ID: d.ID, FleetID: d.FleetID, Name: d.Name, Labels: labels, DeviceType: d.DeviceType,
-		TPMKind: string(d.TPMKind), EKFingerprint: d.EKFingerprint, CertSerial: d.CertSerial,
-		CertNotAfter: optTime(d.CertNotAfter), Status: string(d.Status), Online: d.Online,
-		LastSeenAt: optTime(d.LastSeenAt), CreatedAt: d.CreatedAt.UTC(),
-	}
-}
-
 func (s *Server) handleSelf(w http.ResponseWriter, r *http.Request) {
 	dev, _, ok := s.deviceFromTLS(w, r)
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, DeviceJSON(dev))
+	writeJSON(w, http.StatusOK, api.NewDevice(dev))
 }
 
 // Enrollment session handles. The verifier's session id goes to the device
