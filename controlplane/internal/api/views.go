@@ -1,16 +1,14 @@
 package api
 
 import (
-	"fmt"
 	"regexp"
-	"strconv"
-	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
 	"github.com/tensorguard/tensorguardflow/internal/audit"
+	"github.com/tensorguard/tensorguardflow/internal/wire"
 )
 
 // The JSON objects of docs/api.md. They are exported so that tgctl and the
@@ -267,34 +265,12 @@ const (
 	MaxTokenTTL     = 7 * 24 * time.Hour
 )
 
-// ParseDuration reads a Go duration ("1h30m") or a whole number of days
-// ("90d").
-func ParseDuration(s string) (time.Duration, error) {
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		days, err := strconv.ParseUint(n, 10, 16)
-		if err != nil {
-			return 0, fmt.Errorf("duration %q: want a Go duration such as \"24h\" or whole days such as \"7d\"", s)
-		}
-		return time.Duration(days) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("duration %q: want a Go duration such as \"24h\" or whole days such as \"7d\"", s)
-	}
-	return d, nil
-}
-
-// FormatDuration writes d in Go syntax without zero units: "24h", "1h30m".
-func FormatDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
+// ParseDuration and FormatDuration are the wire forms of durations
+// (internal/wire), re-exported for this package's callers.
+var (
+	ParseDuration  = wire.ParseDuration
+	FormatDuration = wire.FormatDuration
+)
 
 // durationField parses a duration field and checks its range.
 func durationField(field, s string, min, max time.Duration) (time.Duration, error) {

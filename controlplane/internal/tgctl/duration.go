@@ -2,9 +2,9 @@ package tgctl
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
-	"time"
+
+	"github.com/tensorguard/tensorguardflow/internal/wire"
 )
 
 // durationFlag is a pflag.Value for durations as the API takes them: Go
@@ -40,30 +40,7 @@ func (f *durationFlag) Set(s string) error {
 	return nil
 }
 
-// parseDuration reads a Go duration or a whole number of days ("7d").
-func parseDuration(s string) (time.Duration, error) {
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		days, err := strconv.ParseUint(n, 10, 16)
-		if err != nil {
-			return 0, fmt.Errorf("%q: want a duration such as 24h or whole days such as 7d", s)
-		}
-		return time.Duration(days) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("%q: want a duration such as 24h or whole days such as 7d", s)
-	}
-	return d, nil
-}
-
-// formatDuration writes d without zero units: "24h", "1h30m".
-func formatDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
+var (
+	parseDuration  = wire.ParseDuration
+	formatDuration = wire.FormatDuration
+)
