@@ -37,7 +37,8 @@ type sniffListener struct {
 	cancel    context.CancelFunc
 	closeOnce sync.Once
 	wg        sync.WaitGroup
-	err       error // set before conns is closed
+	errMu     sync.Mutex
+	err       error // why the accept loop stopped, when not by Close
 }
 
 func newSniffListener(inner net.Listener, cfg *tls.Config, allowPlain func(net.Addr) bool, log *slog.Logger) *sniffListener {
@@ -59,7 +60,9 @@ func (l *sniffListener) acceptLoop() {
 				time.Sleep(10 * time.Millisecond)
 				continue
 			}
+			l.errMu.Lock()
 			l.err = err
+			l.errMu.Unlock()
 			l.cancel()
 			return
 		}
@@ -106,8 +109,13 @@ func (l *sniffListener) Accept() (net.Conn, error) {
 	case c := <-l.conns:
 		return c, nil
 	case <-l.ctx.Done():
-		if l.err != nil {
-			return nil, l.err
+		// Close cancels too, racing the accept loop's failure: read err
+		// under its lock.
+		l.errMu.Lock()
+		err := l.err
+		l.errMu.Unlock()
+		if err != nil {
+			return nil, err
 		}
 		return nil, net.ErrClosed
 	}
