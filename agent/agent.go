@@ -21,11 +21,13 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tensorguard/tensorguardflow/agent/internal/attest"
 	"github.com/tensorguard/tensorguardflow/agent/internal/enroll"
 	"github.com/tensorguard/tensorguardflow/agent/internal/outbox"
 	"github.com/tensorguard/tensorguardflow/agent/internal/presence"
 	"github.com/tensorguard/tensorguardflow/agent/internal/sdnotify"
 	"github.com/tensorguard/tensorguardflow/agent/internal/state"
+	"github.com/tensorguard/tensorguardflow/internal/mqttacl"
 	"github.com/tensorguard/tensorguardflow/internal/tpmdev"
 )
 
@@ -394,6 +396,27 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Attestation challenges are answered from the start of the session;
+	// the subscription is renewed on every connect.
+	attestCfg := attest.Config{
+		Device: id.DeviceID,
+		Topic:  mqttacl.AttestationTopic(id.TenantID, id.DeviceID),
+		Outbox: box,
+		Logger: a.log.With("subsystem", "attest"),
+	}
+	if r.tpm != nil { // a nil *tpmdev.Device must stay a nil TPM: answer "no TPM"
+		attestCfg.TPM = r.tpm
+		if r.kind == tpmdev.KindHardware { // swtpm and the simulator are not in the firmware's log
+			attestCfg.EventLogPath = attest.EventLogPathFor(cfg.TPMDevice())
+		}
+	}
+	responder, err := attest.New(attestCfg)
+	if err != nil {
+		return err
+	}
+	if err := sess.Subscribe(mqttacl.CmdTopic(id.TenantID, id.DeviceID, "attest"), responder.Handle); err != nil {
+		return err
+	}
 	cpURL := stored.ControlPlaneURL
 	if cpURL == "" {
 		cpURL = cfg.ServerURL
@@ -434,6 +457,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	task("presence", sess.Run)
 	task("outbox", func(ctx context.Context) error { return box.Run(ctx, sess) })
 	task("renew", func(ctx context.Context) error { return a.renewLoop(ctx, r, renewer) })
+	task("attest", responder.Run)
 	task("telemetry", func(ctx context.Context) error { return a.telemetryLoop(ctx, box, id.TenantID, id.DeviceID) })
 	task("watchdog", (&sdnotify.Watchdog{Healthy: a.healthy, Logger: a.log.With("subsystem", "watchdog")}).Run)
 	if a.opts.configPath != "" {

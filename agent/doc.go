@@ -34,6 +34,12 @@
 //     dropping a healthy connection would buy nothing and cost an
 //     offline/online flap; the next connection (after any network loss)
 //     presents the new certificate. Failures back off (2s doubling to 5m).
+//   - attest: answers the control plane's attestation challenges on
+//     cmd/attest (package attest): a quote by the enrolled AK over the
+//     requested SHA-256 PCRs with the challenge's nonce, the PCR values and,
+//     on a hardware TPM, the firmware's measured-boot log, through the
+//     outbox to the attestation topic; at most one quote per second.
+//     Without a TPM every challenge is answered "no TPM".
 //   - telemetry: a heartbeat (schema tg.telemetry.v1: device type, labels,
 //     uptime, certificate expiry, outbox depth) through the outbox every
 //     telemetry.interval, class telemetry (dropped first when full).

@@ -5,8 +5,9 @@
 // manufacturer certificate, creates the attestation key (AK) and the device's
 // mTLS key inside the TPM, and performs the TPM operations enrollment and
 // attestation need: TPM2_Certify (the AK vouches that the TLS key lives in
-// the TPM), TPM2_ActivateCredential (the EK and AK live in the same TPM) and
-// TPM2_Quote (PCR evidence for a fresh nonce).
+// the TPM), TPM2_ActivateCredential (the EK and AK live in the same TPM),
+// TPM2_Quote (PCR evidence for a fresh nonce, with the PCR values read in the
+// same locked section), TPM2_PCR_Read and, for tests, TPM2_PCR_Extend.
 //
 // # Guarantees
 //
