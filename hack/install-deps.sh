@@ -17,6 +17,7 @@ MIN_GO_MINOR=26 # go 1.26, as go.mod says
 #   postgresql:           a real PostgreSQL server for store tests (internal/testpg)
 #   mosquitto, mosquitto-clients: the external-broker tests (controlplane/internal/broker)
 #   swtpm, swtpm-tools:   a real TPM 2.0 emulator and swtpm_setup/swtpm_localca (internal/tpmdev, enrollment)
+#   tpm2-tools:           tpm2_pcrextend against swtpm in the attestation tests (controlplane/internal/attest)
 #   libssl-dev:           OpenSSL headers the go-tpm-tools TPM simulator (cgo) compiles against
 APT_PACKAGES=(
 	build-essential
@@ -27,6 +28,7 @@ APT_PACKAGES=(
 	mosquitto-clients
 	swtpm
 	swtpm-tools
+	tpm2-tools
 	libssl-dev
 )
 
