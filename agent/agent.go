@@ -390,8 +390,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		Device:    id.DeviceID,
 		Sessions:  r.db,
 		KeepAlive: cfg.MQTT.KeepAlive.D(),
-		OnConnect: func(uint64) { box.Kick() },
-		Logger:    a.log.With("subsystem", "presence"),
+		OnConnect: func(uint64) {
+			box.Kick()
+			a.writeStatusFile(true) // `tg-agent status` shows the connection at once
+		},
+		Logger: a.log.With("subsystem", "presence"),
 	})
 	if err != nil {
 		return err
