@@ -63,10 +63,10 @@ check: $(DEPS_STAMP)
 	@echo "--- govulncheck"
 	bash hack/govulncheck.sh
 
-bench:
+bench: $(DEPS_STAMP)
 	bash hack/bench.sh
 
-demo:
+demo: $(DEPS_STAMP)
 	bash hack/demo.sh
 
 clean:
