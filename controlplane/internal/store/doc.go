@@ -1,6 +1,8 @@
 // Package store is the control plane's database: tenants, operators and
 // their API keys, fleets, devices, enrollment tokens, each tenant's CA and
-// issued certificates, and the per-tenant audit chain.
+// issued certificates, the per-tenant audit chain, and fleet attestation
+// (per-device verdicts and verifier state, verdict history, challenge
+// nonces).
 //
 // # Backends
 //
@@ -56,6 +58,18 @@
 // is enough to make a leaked database useless for authentication. Wrapped
 // tenant DEKs and CA keys are opaque blobs produced by the key envelope; the
 // store never sees them unwrapped.
+//
+// # Attestation
+//
+// Per device: the current verdict with the verifier's state (TPM counters of
+// the last trusted quote, baseline PCRs) and the quarantine flag, which
+// [Device] also carries; a verdict history trimmed to the newest N entries
+// ([WithAttestationHistory]); and challenge nonces, of which only SHA-256 is
+// kept and which one conditional UPDATE consumes, so a nonce is single-use
+// across replicas. All of it is deleted with the device. [Store.PruneNonces]
+// is the one maintenance sweep that spans tenants. Read-modify-write a
+// device's state inside [Store.WithTx]: there [Tx.GetAttestationState] locks
+// the row on PostgreSQL.
 //
 // # Transactions and audit
 //

@@ -17,6 +17,10 @@ var (
 	ErrTokenUsed = errors.New("enrollment token already used")
 	// ErrTokenExpired: the enrollment token is past its expiry.
 	ErrTokenExpired = errors.New("enrollment token expired")
+	// ErrNonceUsed: the attestation nonce was already consumed.
+	ErrNonceUsed = errors.New("attestation nonce already used")
+	// ErrNonceExpired: the attestation nonce is past its expiry.
+	ErrNonceExpired = errors.New("attestation nonce expired")
 	// ErrUnauthenticated: the presented API key is malformed, unknown,
 	// wrong, revoked or expired, or its operator is disabled.
 	ErrUnauthenticated = errors.New("unauthenticated")

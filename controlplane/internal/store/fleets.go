@@ -210,6 +210,10 @@ type Device struct {
 	Online        bool
 	CreatedAt     time.Time
 	RevokedAt     time.Time
+	// Quarantined mirrors the device's attestation quarantine flag
+	// (SetQuarantined): a quarantined device gets no rollouts and no
+	// key releases. Read-only here.
+	Quarantined bool
 }
 
 // CreateDevice stores a newly enrolled device of tenant in fleet d.FleetID
@@ -256,7 +260,8 @@ func nonNil(m map[string]string) map[string]string {
 }
 
 const deviceCols = `id, tenant_id, fleet_id, name, labels, device_type, tpm_kind, ek_fingerprint, ek_public, ak_public,
-	cert_serial, cert_not_after, status, last_seen_at, online, created_at, revoked_at`
+	cert_serial, cert_not_after, status, last_seen_at, online, created_at, revoked_at,
+	(SELECT a.quarantined FROM attestation_state a WHERE a.tenant_id = devices.tenant_id AND a.device_id = devices.id)`
 
 func scanDevice(sc scanner) (Device, error) {
 	var d Device
@@ -264,8 +269,9 @@ func scanDevice(sc scanner) (Device, error) {
 	var ek, serial sql.NullString
 	var notAfter, lastSeen, revoked sql.NullInt64
 	var created int64
+	var quarantined sql.NullBool
 	if err := sc.Scan(&d.ID, &d.Tenant, &d.FleetID, &d.Name, &labels, &d.DeviceType, &d.TPMKind, &ek, &d.EKPublic, &d.AKPublic,
-		&serial, &notAfter, &d.Status, &lastSeen, &d.Online, &created, &revoked); err != nil {
+		&serial, &notAfter, &d.Status, &lastSeen, &d.Online, &created, &revoked, &quarantined); err != nil {
 		return Device{}, mapErr(err)
 	}
 	if err := json.Unmarshal([]byte(labels), &d.Labels); err != nil {
@@ -275,6 +281,7 @@ func scanDevice(sc scanner) (Device, error) {
 	d.EKFingerprint, d.CertSerial = ek.String, serial.String
 	d.CertNotAfter, d.LastSeenAt, d.RevokedAt = fromNullMicros(notAfter), fromNullMicros(lastSeen), fromNullMicros(revoked)
 	d.CreatedAt = fromMicros(created)
+	d.Quarantined = quarantined.Bool
 	return d, nil
 }
 

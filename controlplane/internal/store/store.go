@@ -68,7 +68,8 @@ type Tx struct {
 type Option func(*options)
 
 type options struct {
-	now func() time.Time
+	now         func() time.Time
+	historyKeep int
 }
 
 // WithClock replaces time.Now, for tests of expiry.
@@ -85,7 +86,7 @@ func WithClock(now func() time.Time) Option {
 //
 // A new SQLite file is created with mode 0600; its directory must exist.
 func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
-	cfg := options{now: time.Now}
+	cfg := options{now: time.Now, historyKeep: DefaultAttestationHistory}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -103,7 +104,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.ops = ops{d: d, rd: s.readDB, wr: s.writeDB, now: cfg.now, store: s}
+	s.ops = ops{d: d, rd: s.readDB, wr: s.writeDB, now: cfg.now, historyKeep: cfg.historyKeep, store: s}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -241,7 +242,7 @@ func (s *Store) WithTx(ctx context.Context, fn func(tx *Tx) error) error {
 			_ = sqlTx.Rollback()
 		}
 	}()
-	tx := &Tx{ops: ops{d: s.dialect, rd: sqlTx, wr: sqlTx, now: s.now, tx: sqlTx}}
+	tx := &Tx{ops: ops{d: s.dialect, rd: sqlTx, wr: sqlTx, now: s.now, historyKeep: s.historyKeep, tx: sqlTx}}
 	if err := fn(tx); err != nil {
 		return err
 	}
@@ -267,6 +268,9 @@ type ops struct {
 	now   func() time.Time
 	store *Store  // set on a Store's ops
 	tx    *sql.Tx // set on a Tx's ops
+	// historyKeep is how many attestation history entries are kept per
+	// device.
+	historyKeep int
 }
 
 // inTx runs fn atomically: inside the current transaction on a Tx, in a new
