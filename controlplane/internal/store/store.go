@@ -94,7 +94,25 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Several processes opening one new SQLite file at once can meet
+	// SQLITE_BUSY where SQLite does not wait (switching the file to WAL
+	// needs it alone for a moment): such an open is retried a few times.
+	for attempt := 0; ; attempt++ {
+		st, err := open(ctx, d, target, cfg)
+		if err == nil || d == dialectPostgres || attempt == 4 || !sqliteBusy(err) {
+			return st, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
+		}
+	}
+}
+
+func open(ctx context.Context, d dialect, target string, cfg options) (*Store, error) {
 	s := &Store{dialect: d}
+	var err error
 	switch d {
 	case dialectPostgres:
 		err = s.openPostgres(ctx, target)
@@ -110,6 +128,12 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// sqliteBusy reports whether err is SQLite's "database is locked".
+func sqliteBusy(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "database is locked")
 }
 
 var keywordDSN = regexp.MustCompile(`^\s*[a-z_]+\s*=`)
