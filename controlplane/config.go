@@ -75,6 +75,8 @@ type Config struct {
 	SecretKey  SecretConfig     `yaml:"secret_key"`
 	Enrollment EnrollmentConfig `yaml:"enrollment"`
 	Log        LogConfig        `yaml:"log"`
+	// Attestation is the fleet attestation service.
+	Attestation AttestationConfig `yaml:"attestation"`
 
 	// ShutdownTimeout bounds the drain after SIGTERM.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
@@ -149,6 +151,14 @@ type SecretConfig struct {
 	Env string `yaml:"env"`
 	// File is a file holding the secret (e.g. a systemd credential).
 	File string `yaml:"file"`
+}
+
+// AttestationConfig is the fleet attestation service (issue 4).
+type AttestationConfig struct {
+	// Interval is how often every attestable device is challenged
+	// (±10 % jitter); a device without a valid answer for two intervals is
+	// stale. Default 60s.
+	Interval Duration `yaml:"interval"`
 }
 
 // EnrollmentConfig is the server-wide enrollment policy; each fleet's policy
@@ -254,6 +264,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
+	}
+	if c.Attestation.Interval == 0 {
+		c.Attestation.Interval = Duration(DefaultAttestationInterval)
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = Duration(DefaultShutdownTimeout)
@@ -397,6 +410,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Enrollment.DefaultCertTTL < Duration(5*time.Minute) {
 		bad("enrollment.default_cert_ttl: %s is shorter than 5m", time.Duration(c.Enrollment.DefaultCertTTL))
+	}
+	if c.Attestation.Interval < Duration(100*time.Millisecond) {
+		bad("attestation.interval: %s is below 100ms", time.Duration(c.Attestation.Interval))
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout: must be positive")

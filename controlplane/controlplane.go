@@ -27,12 +27,14 @@ import (
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
 	"github.com/tensorguard/tensorguardflow/internal/kek"
 	"github.com/tensorguard/tensorguardflow/internal/mqttacl"
+	"github.com/tensorguard/tensorguardflow/internal/wire"
 )
 
 var (
 	_ broker.Authority = ca.BrokerAuthority{}
 	_ api.CA           = (*ca.Authority)(nil)
 	_ api.Revoker      = (*ControlPlane)(nil)
+	_ api.Attester     = (*ControlPlane)(nil)
 )
 
 // Option adjusts New.
@@ -71,6 +73,7 @@ type ControlPlane struct {
 	external *externalBroker // nil with the embedded broker
 	server   *server.Server
 	presence *presenceTracker
+	attest   *attestationService
 
 	ready chan struct{}
 }
@@ -150,8 +153,18 @@ func New(cfg Config, opts ...Option) (*ControlPlane, error) {
 	} else {
 		cp.presence.publish = cp.external.publish
 	}
+	cp.attest = newAttestationService(st, time.Duration(cfg.Attestation.Interval), o.now, log.With("subsystem", "attestation"))
+	cp.attest.state, cp.attest.history = dbAttestStore{st}, dbAttestStore{st}
+	if cp.broker != nil {
+		cp.attest.publish = func(topic string, payload []byte, retain bool) error {
+			return cp.broker.Publish(topic, payload, retain, 1)
+		}
+	} else {
+		cp.attest.publish = cp.external.publishMsg
+		cp.external.onAttestation = cp.attest.handle
+	}
 	apiHandler := cp.external.wrapAPI(api.New(api.Deps{
-		Store: st, CA: cp.ca, Revoker: cp, BrokerURL: cp.brokerURL(), Now: o.now, Logger: log.With("subsystem", "api"),
+		Store: st, CA: cp.ca, Revoker: cp, Attester: cp, BrokerURLFunc: cp.brokerURL, Now: o.now, Logger: log.With("subsystem", "api"),
 	}))
 	cp.server, err = server.New(server.Config{
 		Addr: cfg.HTTP.Listen, AllowPlainLoopback: *cfg.HTTP.AllowPlainLoopback, Production: cfg.Production(),
@@ -160,7 +173,10 @@ func New(cfg Config, opts ...Option) (*ControlPlane, error) {
 		BrokerURL: cp.deviceBrokerURL,
 		API:       apiHandler, Extra: o.extra, Ready: cp.checkReady, DrainTimeout: time.Duration(cfg.ShutdownTimeout),
 		Logger: log.With("subsystem", "http"), Now: o.now,
-		Enrolled: func(ctx context.Context, _, _ string) { cp.external.syncNow(ctx, "an enrollment") },
+		Enrolled: func(ctx context.Context, _, _ string) {
+			cp.external.syncNow(ctx, "an enrollment")
+			cp.attest.Kick()
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -288,6 +304,16 @@ func (cp *ControlPlane) DisconnectDevice(tenant, device string) {
 	cp.log.Info("revoked device's retained status set offline", "tenant", tenant, "device", device)
 }
 
+// ChallengeDevice implements api.Attester: it sends device a fresh
+// attestation challenge now.
+func (cp *ControlPlane) ChallengeDevice(ctx context.Context, tenant, device string) (wire.AttestChallenge, error) {
+	c, err := cp.attest.ChallengeDevice(ctx, tenant, device)
+	if errors.Is(err, ErrNotAttestable) {
+		return c, fmt.Errorf("%w: %w", api.ErrNotAttestable, err)
+	}
+	return c, err
+}
+
 func (cp *ControlPlane) checkReady(context.Context) error {
 	select {
 	case <-cp.ready:
@@ -350,8 +376,18 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 			}
 			return cp.presence.Run(ctx, cp.broker.Subscribe)
 		})
+		task("attestation", func(ctx context.Context) error {
+			select {
+			case <-cp.broker.Ready():
+			case <-ctx.Done():
+				return nil
+			}
+			return cp.attest.Run(ctx, cp.broker.Subscribe)
+		})
 	} else {
 		task("presence", func(ctx context.Context) error { return cp.external.runPresence(ctx, cp.presence) })
+		// Subscribed through the presence connection (onAttestation).
+		task("attestation", func(ctx context.Context) error { return cp.attest.Run(ctx, nil) })
 		task("mosquitto", cp.external.Run)
 	}
 	task("ready", func(ctx context.Context) error {

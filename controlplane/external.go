@@ -32,6 +32,10 @@ type externalBroker struct {
 	// ready is closed when a managed mosquitto's files are current.
 	ready chan struct{}
 
+	// onAttestation receives devices' evidence (set before Run; nil: not
+	// subscribed).
+	onAttestation func(broker.Message)
+
 	mu     sync.Mutex
 	client paho.Client // runPresence's connection; nil before and after
 }
@@ -130,6 +134,14 @@ func (e *externalBroker) runPresence(ctx context.Context, p *presenceTracker) er
 			if t := c.Subscribe(StatusFilter, 1, handler); t.WaitTimeout(10*time.Second) && t.Error() != nil {
 				e.log.Warn("subscribe to device statuses", "error", t.Error())
 			}
+			if on := e.onAttestation; on != nil {
+				h := func(_ paho.Client, m paho.Message) {
+					on(broker.Message{Topic: m.Topic(), Payload: m.Payload(), Retained: m.Retained()})
+				}
+				if t := c.Subscribe(AttestationFilter, 1, h); t.WaitTimeout(10*time.Second) && t.Error() != nil {
+					e.log.Warn("subscribe to attestation evidence", "error", t.Error())
+				}
+			}
 		}).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			e.log.Warn("lost the external broker; reconnecting", "error", err)
@@ -161,13 +173,19 @@ const externalPublishTimeout = 10 * time.Second
 // publish publishes a retained QoS 1 message as the control plane over the
 // presence connection and waits for the broker's acknowledgement.
 func (e *externalBroker) publish(topic string, payload []byte) error {
+	return e.publishMsg(topic, payload, true)
+}
+
+// publishMsg publishes a QoS 1 message as the control plane over the
+// presence connection and waits for the broker's acknowledgement.
+func (e *externalBroker) publishMsg(topic string, payload []byte, retain bool) error {
 	e.mu.Lock()
 	c := e.client
 	e.mu.Unlock()
 	if c == nil || !c.IsConnectionOpen() {
 		return errors.New("not connected to the external broker")
 	}
-	t := c.Publish(topic, 1, true, payload)
+	t := c.Publish(topic, 1, retain, payload)
 	if !t.WaitTimeout(externalPublishTimeout) {
 		return fmt.Errorf("no acknowledgement from the external broker within %s", externalPublishTimeout)
 	}

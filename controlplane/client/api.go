@@ -241,3 +241,11 @@ func (c *Client) WalkAudit(ctx context.Context, after uint64, pageSize int, fn f
 		after = next
 	}
 }
+
+// AttestDevice is POST /api/v1/devices/{id}/attest: the control plane
+// challenges the device now; the verdict follows on MQTT.
+func (c *Client) AttestDevice(ctx context.Context, id string) (AttestChallengeSent, error) {
+	var out AttestChallengeSent
+	err := c.do(ctx, http.MethodPost, "/api/v1/devices/"+seg(id)+"/attest", nil, nil, &out)
+	return out, err
+}

@@ -193,3 +193,12 @@ type MQTTCredentials struct {
 	BrokerURL      string `json:"broker_url"`
 	Tenant         string `json:"tenant"`
 }
+
+// AttestChallengeSent is the answer of POST /api/v1/devices/{id}/attest.
+type AttestChallengeSent struct {
+	ChallengeID string    `json:"challenge_id"`
+	Device      string    `json:"device"`
+	PCRs        []int     `json:"pcrs"`
+	IssuedAt    time.Time `json:"issued_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
+	"github.com/tensorguard/tensorguardflow/internal/wire"
 )
 
 // CA is what the API needs from the control plane's certificate
@@ -36,17 +37,35 @@ type Revoker interface {
 	DisconnectDevice(tenant, device string)
 }
 
+// Attester challenges a device for an attestation quote now.
+type Attester interface {
+	// ChallengeDevice issues a fresh nonce to the device and publishes the
+	// challenge on its cmd/attest topic. It returns an error wrapping
+	// ErrNotAttestable for a device without a TPM, and store.ErrNotFound
+	// for an unknown one.
+	ChallengeDevice(ctx context.Context, tenant, device string) (wire.AttestChallenge, error)
+}
+
+// ErrNotAttestable is wrapped by Attester errors for devices that cannot
+// be attested (enrolled without a TPM).
+var ErrNotAttestable = errors.New("device cannot be attested")
+
 // Deps is everything New needs. Store and CA are required; Revoker, Now and
 // Logger have defaults (no broker kick, time.Now, slog.Default()).
 type Deps struct {
 	Store   *store.Store
 	CA      CA
 	Revoker Revoker
+	// Attester serves on-demand attestation (nil: the route answers 503).
+	Attester Attester
 	// BrokerURL is the MQTT broker's address as operators reach it, e.g.
 	// "mqtts://cp.example.com:8883", returned with MQTT credentials.
 	BrokerURL string
-	Now       func() time.Time
-	Logger    *slog.Logger
+	// BrokerURLFunc, when set, is called instead of reading BrokerURL (the
+	// embedded broker's port is known only once it listens).
+	BrokerURLFunc func() string
+	Now           func() time.Time
+	Logger        *slog.Logger
 }
 
 // handler serves the operator routes; New returns it wrapped in the
@@ -55,7 +74,8 @@ type handler struct {
 	store     *store.Store
 	ca        CA
 	revoker   Revoker
-	brokerURL string
+	attester  Attester
+	brokerURL func() string
 	now       func() time.Time
 	log       *slog.Logger
 	mux       *http.ServeMux
@@ -76,13 +96,18 @@ func New(d Deps) http.Handler {
 		store:     d.Store,
 		ca:        d.CA,
 		revoker:   d.Revoker,
-		brokerURL: d.BrokerURL,
+		attester:  d.Attester,
+		brokerURL: d.BrokerURLFunc,
 		now:       d.Now,
 		log:       d.Logger,
 		mux:       http.NewServeMux(),
 	}
 	if a.revoker == nil {
 		a.revoker = noRevoker{}
+	}
+	if a.brokerURL == nil {
+		u := d.BrokerURL
+		a.brokerURL = func() string { return u }
 	}
 	if a.now == nil {
 		a.now = time.Now

@@ -177,8 +177,8 @@ func TestRoles(t *testing.T) {
 			c.wantError(rt.Method, rt.Path, path, operatorKey, body, 403, "FORBIDDEN")
 		}
 	}
-	if mutating != 13 { // docs/api.md: 13 mutating routes besides the MQTT credential
-		t.Errorf("%d mutating routes checked, want 13", mutating)
+	if mutating != 14 { // docs/api.md: 14 mutating routes besides the MQTT credential
+		t.Errorf("%d mutating routes checked, want 14", mutating)
 	}
 	if after := auditLen(t, c.env.Store, "acme"); after != before {
 		t.Errorf("refused requests changed the audit chain: %d → %d entries", before, after)

@@ -240,7 +240,17 @@ func runCRUD(t *testing.T, c *client) {
 	}
 	c.wantError("PATCH", "/api/v1/devices/{id}", "/api/v1/devices/"+d1.ID, admin, api.DevicePatch{Labels: map[string]string{"-bad": "x"}}, 400, "BAD_REQUEST")
 	c.wantError("PATCH", "/api/v1/devices/{id}", "/api/v1/devices/"+d1.ID, admin, api.DevicePatch{Labels: map[string]string{"ok": "bad value"}}, 400, "BAD_REQUEST")
+	var sent api.AttestChallengeSent
+	c.call("POST", "/api/v1/devices/{id}/attest", "/api/v1/devices/"+d2.ID+"/attest", admin, nil, 202, &sent)
+	if sent.ChallengeID == "" || sent.Device != d2.ID || len(sent.PCRs) == 0 {
+		t.Errorf("attest = %+v", sent)
+	}
+	if calls := env.Attester.Calls(); len(calls) != 1 || calls[0] != "acme/"+d2.ID {
+		t.Errorf("attester calls = %v", calls)
+	}
+	c.wantError("POST", "/api/v1/devices/{id}/attest", "/api/v1/devices/dev-aaaaaaaaaaaaaaaaaaaa/attest", admin, nil, 404, "NOT_FOUND")
 	c.call("POST", "/api/v1/devices/{id}/revoke", "/api/v1/devices/"+d2.ID+"/revoke", admin, nil, 200, &dev)
+	c.wantError("POST", "/api/v1/devices/{id}/attest", "/api/v1/devices/"+d2.ID+"/attest", admin, nil, 409, "CONFLICT")
 	if dev.Status != "revoked" || dev.Online {
 		t.Errorf("revoked device = %+v", dev)
 	}

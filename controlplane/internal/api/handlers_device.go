@@ -1,11 +1,13 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
 )
@@ -207,5 +209,50 @@ func (a *handler) revokeDevice(w http.ResponseWriter, r *http.Request) error {
 	// device, so once kicked it cannot come back.
 	a.revoker.DisconnectDevice(out.Tenant, id)
 	writeJSON(w, http.StatusOK, NewDevice(out))
+	return nil
+}
+
+// AttestChallengeSent is the answer of POST /api/v1/devices/{id}/attest.
+type AttestChallengeSent struct {
+	ChallengeID string    `json:"challenge_id"`
+	Device      string    `json:"device"`
+	PCRs        []int     `json:"pcrs"`
+	IssuedAt    time.Time `json:"issued_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+func (a *handler) attestDevice(w http.ResponseWriter, r *http.Request) error {
+	p, err := caller(r)
+	if err != nil {
+		return err
+	}
+	d, err := a.store.GetDevice(r.Context(), p.Tenant, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	switch {
+	case d.Status != store.DeviceEnrolled:
+		return errorf(http.StatusConflict, codeConflict, "device %s is %s", d.ID, d.Status)
+	case d.TPMKind == store.TPMNone:
+		return errorf(http.StatusConflict, codeConflict, "device %s has no TPM to attest", d.ID)
+	case a.attester == nil:
+		return errorf(http.StatusServiceUnavailable, codeInternal, "attestation is not running on this server")
+	}
+	c, err := a.attester.ChallengeDevice(r.Context(), p.Tenant, d.ID)
+	switch {
+	case errors.Is(err, ErrNotAttestable):
+		return errorf(http.StatusConflict, codeConflict, "%v", err)
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		a.log.Warn("on-demand attestation challenge failed", "tenant", p.Tenant, "device", d.ID, "error", err)
+		return errorf(http.StatusServiceUnavailable, codeInternal, "challenge not sent: the broker did not take it")
+	case err != nil:
+		return err
+	}
+	pcrs := c.PCRs
+	if pcrs == nil {
+		pcrs = []int{}
+	}
+	writeJSON(w, http.StatusAccepted, AttestChallengeSent{ChallengeID: c.ID, Device: d.ID, PCRs: pcrs,
+		IssuedAt: c.IssuedAt.UTC(), ExpiresAt: c.ExpiresAt.UTC()})
 	return nil
 }

@@ -127,7 +127,7 @@ func (a *handler) mqttCredentials(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	writeJSON(w, http.StatusOK, MQTTCredentials{
-		CertificatePEM: string(certPEM), CAPEM: string(a.ca.PlatformCAPEM()), BrokerURL: a.brokerURL, Tenant: p.Tenant,
+		CertificatePEM: string(certPEM), CAPEM: string(a.ca.PlatformCAPEM()), BrokerURL: a.brokerURL(), Tenant: p.Tenant,
 	})
 	return nil
 }

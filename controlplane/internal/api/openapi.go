@@ -170,6 +170,14 @@ func schemas() obj {
 				"additionalProperties": obj{"type": "string"}},
 		}),
 		"RevokeRequest": object("optional; no fields", []string{}, obj{}),
+		"AttestChallengeSent": object("the challenge published on the device's cmd/attest topic; the verdict is published, retained, on tg/v1/<tenant>/fleets/<fleet>/attestation/<device>",
+			[]string{"challenge_id", "device", "pcrs", "issued_at", "expires_at"}, obj{
+				"challenge_id": str("echoed in the device's evidence"),
+				"device":       str("dev-…"),
+				"pcrs":         obj{"type": "array", "items": obj{"type": "integer", "minimum": 0, "maximum": 23}, "description": "SHA-256 PCRs quoted"},
+				"issued_at":    dateTime(""),
+				"expires_at":   dateTime(""),
+			}),
 		"AuditEntry": object("internal/audit.Entry: verify the chain with internal/audit.Verify or `tgctl audit verify`",
 			[]string{"tenant", "seq", "time", "actor", "action", "prev_hash", "hash"}, obj{
 				"tenant": str(""), "seq": obj{"type": "integer", "minimum": 1}, "time": dateTime(""),
@@ -282,6 +290,7 @@ func operations() []opDoc {
 		{"patch", "/api/v1/devices/{id}", "updateDevice", "Rename a device or replace its labels", "operator", nil, "DevicePatch", false, 200, ref("Device"), []int{404}},
 		{"delete", "/api/v1/devices/{id}", "deleteDevice", "Delete a device (its certificates are revoked; its TPM may enroll again)", "operator", nil, "", false, 204, nil, []int{404}},
 		{"post", "/api/v1/devices/{id}/revoke", "revokeDevice", "Revoke a device and its certificates and disconnect it", "operator", nil, "RevokeRequest", true, 200, ref("Device"), []int{404}},
+		{"post", "/api/v1/devices/{id}/attest", "attestDevice", "Send the device an attestation challenge now; the verdict follows on MQTT", "operator", nil, "", false, 202, ref("AttestChallengeSent"), []int{404, 409, 503}},
 
 		{"get", "/api/v1/audit", "listAudit", "Page through the tenant's audit chain", "viewer", []obj{
 			queryParam("after", "return entries with seq > after (default 0)", obj{"type": "integer", "minimum": 0}, false),

@@ -52,6 +52,7 @@ func (a *handler) routes() []route {
 		{http.MethodPatch, "/api/v1/devices/{id}", operator, a.patchDevice},
 		{http.MethodDelete, "/api/v1/devices/{id}", operator, a.deleteDevice},
 		{http.MethodPost, "/api/v1/devices/{id}/revoke", operator, a.revokeDevice},
+		{http.MethodPost, "/api/v1/devices/{id}/attest", operator, a.attestDevice},
 
 		{http.MethodGet, "/api/v1/audit", viewer, a.listAudit},
 		{http.MethodPost, "/api/v1/mqtt/credentials", viewer, a.mqttCredentials},

@@ -186,6 +186,7 @@ func addCommands(root *cobra.Command, a *App) {
 		a.fleetCmd(),
 		a.tokenCmd(),
 		a.deviceCmd(),
+		a.attestCmd(),
 		a.auditCmd(),
 		a.mqttCmd(),
 		a.versionCmd(),

@@ -144,7 +144,7 @@ func (a *App) fleetCmd() *cobra.Command {
 			return a.done("fleet", args[0], "deleted")
 		},
 	}
-	return group("fleet", "Manage fleets", list, create, get, update, del)
+	return group("fleet", "Manage fleets", list, create, get, update, del, a.fleetWatchCmd())
 }
 
 // enrollHint is the agent command line `token create` prints. It must stay

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/api"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
+	"github.com/tensorguard/tensorguardflow/internal/wire"
 )
 
 // CA is a working certificate authority held in memory: a platform root
@@ -200,6 +202,32 @@ func (r *Revoker) Calls() []string {
 	return append([]string(nil), r.calls...)
 }
 
+// Attester is an api.Attester that records its calls and returns a
+// challenge without publishing it anywhere.
+type Attester struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+var _ api.Attester = (*Attester)(nil)
+
+// ChallengeDevice implements api.Attester.
+func (a *Attester) ChallengeDevice(_ context.Context, tenant, device string) (wire.AttestChallenge, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls = append(a.calls, tenant+"/"+device)
+	now := time.Now().UTC()
+	return wire.AttestChallenge{Schema: wire.AttestChallengeSchema, ID: fmt.Sprintf("chl-test-%d", len(a.calls)),
+		Nonce: make([]byte, 32), PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7}, IssuedAt: now, ExpiresAt: now.Add(time.Minute)}, nil
+}
+
+// Calls returns "tenant/device" for every call so far.
+func (a *Attester) Calls() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.calls...)
+}
+
 // Env is a running operator API with its store, CA and revoker, and one
 // tenant with an admin API key.
 type Env struct {
@@ -207,6 +235,7 @@ type Env struct {
 	Store    *store.Store
 	CA       *CA
 	Revoker  *Revoker
+	Attester *Attester
 	Server   *httptest.Server
 	Tenant   string
 	AdminKey string
@@ -246,9 +275,9 @@ func New(t testing.TB, opts Options) *Env {
 	if err != nil {
 		t.Fatalf("apitest: CA: %v", err)
 	}
-	e := &Env{T: t, Store: st, CA: ca, Revoker: &Revoker{}, Tenant: opts.Tenant, DSN: opts.DSN}
+	e := &Env{T: t, Store: st, CA: ca, Revoker: &Revoker{}, Attester: &Attester{}, Tenant: opts.Tenant, DSN: opts.DSN}
 	h := api.New(api.Deps{
-		Store: st, CA: ca, Revoker: e.Revoker, BrokerURL: "mqtts://broker.test:8883", Now: opts.Now,
+		Store: st, CA: ca, Revoker: e.Revoker, Attester: e.Attester, BrokerURL: "mqtts://broker.test:8883", Now: opts.Now,
 		Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	e.Server = httptest.NewServer(h)

@@ -1,0 +1,91 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/attest"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
+	"github.com/tensorguard/tensorguardflow/internal/wire"
+)
+
+// dbAttestStore adapts the store's attestation tables (attestation_state,
+// attestation_history) to AttestationStateStore and AttestationHistory.
+// It writes only the fields the attestation service owns: quarantine and
+// the challenge bookkeeping of the row are kept (read-modify-write in one
+// transaction).
+type dbAttestStore struct{ st *store.Store }
+
+var (
+	_ AttestationStateStore = dbAttestStore{}
+	_ AttestationHistory    = dbAttestStore{}
+)
+
+func (d dbAttestStore) GetAttestation(ctx context.Context, tenant, device string) (attestRecord, bool, error) {
+	s, err := d.st.GetAttestationState(ctx, tenant, device)
+	if err != nil {
+		return attestRecord{}, false, err
+	}
+	var rec attestRecord
+	if t := s.TPM; t != nil {
+		rec.State = &attest.DeviceState{Clock: t.Clock, ResetCount: t.ResetCount, RestartCount: t.RestartCount,
+			FirmwareVersion: t.FirmwareVersion, VerifiedAt: t.VerifiedAt}
+	}
+	rec.Baseline = s.BaselinePCRs
+	if s.State == store.VerdictUnknown && s.VerdictAt.IsZero() {
+		return rec, rec.State != nil || rec.Baseline != nil, nil // never attested
+	}
+	v := &wire.Verdict{Schema: wire.VerdictSchema, Tenant: tenant, Fleet: s.FleetID, Device: device, State: string(s.State),
+		PCRDigest: s.PCRDigest, EvidenceAt: s.EvidenceAt, NonceAgeMS: s.NonceAgeMS, Reboot: s.Reboot, VerdictAt: s.VerdictAt}
+	if len(s.Reasons) > 0 {
+		if err := json.Unmarshal(s.Reasons, &v.Reasons); err != nil {
+			return attestRecord{}, false, fmt.Errorf("attestation state of %s: reasons: %w", device, err)
+		}
+	}
+	rec.Verdict = v
+	return rec, true, nil
+}
+
+func reasonsJSON(v *wire.Verdict) (json.RawMessage, error) {
+	if v == nil || len(v.Reasons) == 0 {
+		return nil, nil
+	}
+	return json.Marshal(v.Reasons)
+}
+
+func (d dbAttestStore) PutAttestation(ctx context.Context, tenant, device string, rec attestRecord) error {
+	reasons, err := reasonsJSON(rec.Verdict)
+	if err != nil {
+		return err
+	}
+	return d.st.WithTx(ctx, func(tx *store.Tx) error {
+		s, err := tx.GetAttestationState(ctx, tenant, device)
+		if err != nil {
+			return err
+		}
+		s.TPM = nil
+		if t := rec.State; t != nil {
+			s.TPM = &store.TPMClockState{Clock: t.Clock, ResetCount: t.ResetCount, RestartCount: t.RestartCount,
+				FirmwareVersion: t.FirmwareVersion, VerifiedAt: t.VerifiedAt}
+		}
+		s.BaselinePCRs = rec.Baseline
+		if v := rec.Verdict; v != nil {
+			s.State, s.Reasons, s.PCRDigest = store.VerdictState(v.State), reasons, v.PCRDigest
+			s.EvidenceAt, s.VerdictAt, s.NonceAgeMS, s.Reboot = v.EvidenceAt, v.VerdictAt, v.NonceAgeMS, v.Reboot
+		}
+		return tx.PutAttestationState(ctx, tenant, s)
+	})
+}
+
+func (d dbAttestStore) AppendVerdict(ctx context.Context, v wire.Verdict) error {
+	reasons, err := reasonsJSON(&v)
+	if err != nil {
+		return err
+	}
+	_, err = d.st.AppendAttestationHistory(ctx, v.Tenant, store.AttestationRecord{
+		DeviceID: v.Device, State: store.VerdictState(v.State), Reasons: reasons, PCRDigest: v.PCRDigest,
+		EvidenceAt: v.EvidenceAt, VerdictAt: v.VerdictAt, NonceAgeMS: v.NonceAgeMS, Reboot: v.Reboot,
+	})
+	return err
+}

@@ -1,0 +1,241 @@
+package controlplane_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/google/go-tpm/legacy/tpm2"
+
+	"github.com/tensorguard/tensorguardflow/controlplane"
+	"github.com/tensorguard/tensorguardflow/controlplane/controlplanetest"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/ca"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/tgctl"
+	"github.com/tensorguard/tensorguardflow/internal/mqttacl"
+	"github.com/tensorguard/tensorguardflow/internal/tpmdev/tpmsim"
+	"github.com/tensorguard/tensorguardflow/internal/wire"
+)
+
+// TestFleetAttestation runs the attestation service against a device that
+// answers challenges with real quotes from the in-process TPM simulator
+// (the agent's responder, reduced to its TPM calls, over mTLS MQTT as the
+// device): its verdict, retained on the fleet's attestation topic, turns
+// trusted; extending a quoted PCR turns it untrusted with PCR_POLICY within
+// an interval; `tgctl fleet watch --once -o json` shows it; a device that
+// stops answering goes stale (NO_ANSWER) within two intervals.
+func TestFleetAttestation(t *testing.T) {
+	const interval = time.Second
+	h := controlplanetest.Start(t, controlplanetest.WithConfig(func(c *controlplane.Config) {
+		c.Attestation.Interval = controlplane.Duration(interval)
+	}))
+	ctx := context.Background()
+	fleet := h.CreateFleet(t, "sims", store.FleetPolicy{AllowSimulatedTPM: true})
+
+	tpm, err := tpmsim.Open(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tpm.Close() })
+	ak, err := tpm.AK()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ak.Close)
+	fp := make([]byte, 32)
+	_, _ = rand.Read(fp)
+	dev, err := h.Store().CreateDevice(ctx, h.Tenant, store.Device{FleetID: fleet.ID, Name: "sim-1",
+		TPMKind: store.TPMSimulator, EKFingerprint: hex.EncodeToString(fp), AKPublic: ak.PublicArea()})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The operator's watcher: every verdict of the fleet.
+	opKey, opCSR := newKeyAndCSR(t)
+	var creds struct {
+		CertificatePEM string `json:"certificate_pem"`
+	}
+	api(t, h, http.MethodPost, "/api/v1/mqtt/credentials", h.AdminKey,
+		map[string]string{"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: opCSR}))}, &creds)
+	watcher := mqttConnect(t, h, tlsCert(t, creds.CertificatePEM, opKey), "watcher", nil)
+	verdicts := make(chan wire.Verdict, 256)
+	filter := mqttacl.FleetAttestationFilter(h.Tenant, fleet.ID)
+	if tok := watcher.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) {
+		var v wire.Verdict
+		if err := json.Unmarshal(m.Payload(), &v); err != nil {
+			t.Errorf("verdict on %s: %v: %s", m.Topic(), err, m.Payload())
+			return
+		}
+		if m.Topic() != mqttacl.FleetAttestationTopic(h.Tenant, fleet.ID, v.Device) {
+			t.Errorf("verdict of %s on %s", v.Device, m.Topic())
+		}
+		verdicts <- v
+	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	wait := func(what string, within time.Duration, ok func(wire.Verdict) bool) wire.Verdict {
+		t.Helper()
+		deadline := time.After(within)
+		for {
+			select {
+			case v := <-verdicts:
+				if v.Device == dev.ID && ok(v) {
+					return v
+				}
+			case <-deadline:
+				t.Fatalf("no %s verdict within %s", what, within)
+			}
+		}
+	}
+	// Never attested: unknown.
+	wait("unknown", 5*time.Second, func(v wire.Verdict) bool { return v.State == wire.VerdictUnknown })
+
+	// The device: a certificate from its tenant CA, connected over mTLS,
+	// answering every challenge with a quote.
+	devKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued, err := h.CP.CA().IssueDeviceCert(ctx, ca.DeviceCertRequest{Tenant: h.Tenant, Fleet: fleet.ID, Device: dev.ID, PublicKey: devKey.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Store().RecordCertificate(ctx, h.Tenant, issued.Record(h.Tenant, dev.ID)); err != nil {
+		t.Fatal(err)
+	}
+	var answering atomic.Bool
+	answering.Store(true)
+	challenges := make(chan wire.AttestChallenge, 16)
+	device := mqttConnect(t, h, tlsCert(t, string(issued.PEM), devKey), dev.ID, nil)
+	if tok := device.Subscribe(mqttacl.CmdTopic(h.Tenant, dev.ID, "attest"), 1, func(_ paho.Client, m paho.Message) {
+		var c wire.AttestChallenge
+		if err := json.Unmarshal(m.Payload(), &c); err != nil || c.Schema != wire.AttestChallengeSchema {
+			t.Errorf("challenge: %v: %s", err, m.Payload())
+			return
+		}
+		select {
+		case challenges <- c:
+		default:
+		}
+	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("device subscribe: %v", tok.Error())
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-done:
+				return
+			case c := <-challenges:
+				if !answering.Load() {
+					continue
+				}
+				q, err := tpm.Quote(ak, tpm2.AlgSHA256, c.PCRs, c.Nonce)
+				ev := wire.AttestEvidence{Schema: wire.AttestEvidenceSchema, MsgID: c.ID, Device: dev.ID, ChallengeID: c.ID, Nonce: c.Nonce}
+				if err != nil {
+					ev.Error = err.Error()
+				} else {
+					ev.Quote, ev.Signature, ev.PCRValues = q.Attest, q.Signature, map[int][]byte{}
+					for i, v := range q.PCRs {
+						ev.PCRValues[int(i)] = v
+					}
+				}
+				payload, _ := json.Marshal(ev)
+				if tok := device.Publish(mqttacl.AttestationTopic(h.Tenant, dev.ID), 1, false, payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+					t.Errorf("publish evidence: %v", tok.Error())
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { close(done); <-stopped })
+
+	start := time.Now()
+	v := wait("trusted", 5*time.Second, func(v wire.Verdict) bool { return v.State == wire.VerdictTrusted })
+	if v.TPMKind != string(store.TPMSimulator) || v.Fleet != fleet.ID || v.Tenant != h.Tenant || v.PCRDigest == "" || v.EvidenceAt.IsZero() {
+		t.Errorf("trusted verdict %+v", v)
+	}
+	t.Logf("trusted after %s", time.Since(start))
+
+	// On demand: the API challenges at once.
+	var sent struct {
+		ChallengeID string `json:"challenge_id"`
+	}
+	api(t, h, http.MethodPost, "/api/v1/devices/"+dev.ID+"/attest", h.AdminKey, nil, &sent)
+	if sent.ChallengeID == "" {
+		t.Error("attest: no challenge id")
+	}
+
+	// A changed PCR: untrusted within an interval (plus the scheduler's
+	// jitter and the verification).
+	evil := sha256.Sum256([]byte("an unexpected boot loader"))
+	if err := tpm.ExtendPCR(7, tpm2.AlgSHA256, evil[:]); err != nil {
+		t.Fatal(err)
+	}
+	v = wait("untrusted", 3*interval, func(v wire.Verdict) bool { return v.State == wire.VerdictUntrusted })
+	found := false
+	for _, r := range v.Reasons {
+		if r.Code == wire.ReasonPCRPolicy && r.PCR != nil && *r.PCR == 7 {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("untrusted verdict without PCR_POLICY on PCR 7: %+v", v.Reasons)
+	}
+
+	// tgctl fleet watch --once -o json: the retained verdicts, one a line.
+	var out, errb bytes.Buffer
+	app := &tgctl.App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(k string) string {
+		return map[string]string{"TG_BASE_URL": h.BaseURL, "TG_API_KEY": h.AdminKey, "TG_CA_HASH": h.CAHash,
+			"XDG_CONFIG_HOME": t.TempDir(), "HOME": t.TempDir()}[k]
+	}}
+	if code := app.Main(ctx, []string{"fleet", "watch", "sims", "--once", "-o", "json"}); code != 0 {
+		t.Fatalf("tgctl fleet watch: exit %d: %s", code, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("tgctl fleet watch --once -o json printed %d lines:\n%s", len(lines), out.String())
+	}
+	var got wire.Verdict
+	if err := json.Unmarshal([]byte(lines[0]), &got); err != nil || got.Device != dev.ID || got.State != wire.VerdictUntrusted {
+		t.Fatalf("tgctl fleet watch: %v: %s", err, lines[0])
+	}
+	out.Reset()
+	if code := app.Main(ctx, []string{"fleet", "watch", fleet.ID, "--once"}); code != 0 ||
+		!strings.Contains(out.String(), dev.ID) || !strings.Contains(out.String(), "PCR_POLICY(pcr7)") {
+		t.Fatalf("tgctl fleet watch --once: exit %d:\n%s%s", code, out.String(), errb.String())
+	}
+	out.Reset()
+	if code := app.Main(ctx, []string{"attest", dev.ID, "-o", "json"}); code != 0 || !strings.Contains(out.String(), `"challenge_id"`) {
+		t.Fatalf("tgctl attest: exit %d: %s%s", code, out.String(), errb.String())
+	}
+
+	// A device that stops answering goes stale within two intervals.
+	answering.Store(false)
+	stop := time.Now()
+	v = wait("stale", 2*interval+2*time.Second, func(v wire.Verdict) bool { return v.State == wire.VerdictStale })
+	if len(v.Reasons) != 1 || v.Reasons[0].Code != wire.ReasonNoAnswer {
+		t.Errorf("stale verdict reasons %+v", v.Reasons)
+	}
+	t.Logf("stale %s after the device stopped answering", time.Since(stop))
+
+	// The state is in the database: the verdict, the TPM clock of the
+	// last trusted quote and the baseline taken on first trust.
+	st, err := h.Store().GetAttestationState(ctx, h.Tenant, dev.ID)
+	if err != nil || st.State != store.VerdictStale || st.TPM == nil || len(st.BaselinePCRs) != 8 {
+		t.Errorf("stored attestation state %+v, %v", st, err)
+	}
+}
