@@ -138,6 +138,7 @@ func TestViewerCannotMutate(t *testing.T) {
 		"/api/v1/enrollment-tokens/{id}": tokenID,
 		"/api/v1/devices/{id}":           dev,
 		"/api/v1/devices/{id}/revoke":    dev,
+		"/api/v1/devices/{id}/attest":    dev,
 	}
 	resolve := func(path string) string {
 		if strings.Contains(path, "{fleet}") {
