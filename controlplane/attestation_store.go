@@ -12,9 +12,10 @@ import (
 
 // dbAttestStore adapts the store's attestation tables (attestation_state,
 // attestation_history) to AttestationStateStore and AttestationHistory.
-// It writes only the fields the attestation service owns: quarantine and
-// the challenge bookkeeping of the row are kept (read-modify-write in one
-// transaction).
+// It writes only the fields the attestation service owns, and the
+// quarantine the verdict calls for (see quarantineFor) in the same
+// transaction; the challenge bookkeeping of the row is kept
+// (read-modify-write in one transaction).
 type dbAttestStore struct{ st *store.Store }
 
 var (
@@ -73,9 +74,25 @@ func (d dbAttestStore) PutAttestation(ctx context.Context, tenant, device string
 		if v := rec.Verdict; v != nil {
 			s.State, s.Reasons, s.PCRDigest = store.VerdictState(v.State), reasons, v.PCRDigest
 			s.EvidenceAt, s.VerdictAt, s.NonceAgeMS, s.Reboot = v.EvidenceAt, v.VerdictAt, v.NonceAgeMS, v.Reboot
+			if q, ok := quarantineFor(v.State); ok {
+				s.Quarantined = q
+			}
 		}
 		return tx.PutAttestationState(ctx, tenant, s)
 	})
+}
+
+// quarantineFor is the quarantine a verdict state calls for: an untrusted
+// or stale device is quarantined, a trusted one released; ok=false (an
+// unknown verdict) leaves the quarantine as it is.
+func quarantineFor(state string) (quarantined, ok bool) {
+	switch state {
+	case wire.VerdictUntrusted, wire.VerdictStale:
+		return true, true
+	case wire.VerdictTrusted:
+		return false, true
+	}
+	return false, false
 }
 
 func (d dbAttestStore) AppendVerdict(ctx context.Context, v wire.Verdict) error {

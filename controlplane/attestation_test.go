@@ -62,6 +62,24 @@ func TestFleetAttestation(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Quarantined by hand before its first quote: a trusted verdict lifts it.
+	if err := h.Store().SetQuarantined(ctx, h.Tenant, dev.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	quarantined := func(when string, want bool) {
+		t.Helper()
+		if q, err := h.Store().Quarantined(ctx, h.Tenant, dev.ID); err != nil || q != want {
+			t.Errorf("%s: store says quarantined %v, %v; want %v", when, q, err, want)
+		}
+		var got struct {
+			Quarantined *bool `json:"quarantined"`
+		}
+		api(t, h, http.MethodGet, "/api/v1/devices/"+dev.ID, h.AdminKey, nil, &got)
+		if got.Quarantined == nil || *got.Quarantined != want {
+			t.Errorf("%s: API device quarantined %v; want %v", when, got.Quarantined, want)
+		}
+	}
+
 	// The operator's watcher: every verdict of the fleet.
 	opKey, opCSR := newKeyAndCSR(t)
 	var creds struct {
@@ -99,8 +117,9 @@ func TestFleetAttestation(t *testing.T) {
 			}
 		}
 	}
-	// Never attested: unknown.
+	// Never attested: unknown, which leaves the quarantine as it is.
 	wait("unknown", 5*time.Second, func(v wire.Verdict) bool { return v.State == wire.VerdictUnknown })
+	quarantined("unknown", true)
 
 	// The device: a certificate from its tenant CA, connected over mTLS,
 	// answering every challenge with a quote.
@@ -169,6 +188,8 @@ func TestFleetAttestation(t *testing.T) {
 		t.Errorf("trusted verdict %+v", v)
 	}
 	t.Logf("trusted after %s", time.Since(start))
+	// The verdict is stored (with the quarantine) before it is published.
+	quarantined("trusted", false)
 
 	// On demand: the API challenges at once.
 	var sent struct {
@@ -195,6 +216,7 @@ func TestFleetAttestation(t *testing.T) {
 	if !found {
 		t.Errorf("untrusted verdict without PCR_POLICY on PCR 7: %+v", v.Reasons)
 	}
+	quarantined("untrusted", true)
 
 	// tgctl fleet watch --once -o json: the retained verdicts, one a line.
 	var out, errb bytes.Buffer
@@ -231,6 +253,7 @@ func TestFleetAttestation(t *testing.T) {
 		t.Errorf("stale verdict reasons %+v", v.Reasons)
 	}
 	t.Logf("stale %s after the device stopped answering", time.Since(stop))
+	quarantined("stale", true)
 
 	// The state is in the database: the verdict, the TPM clock of the
 	// last trusted quote and the baseline taken on first trust.

@@ -5,7 +5,8 @@
 #     device key, and tampered or misaddressed copies refused.
 #  2. A control plane (SQLite, embedded MQTT broker) and three agents, each
 #     with its own simulated TPM, enrolling with one-time tokens, appearing
-#     online, watched over MQTT with an operator credential; one is revoked.
+#     online, watched over MQTT with an operator credential; their TPM
+#     quotes are verified and the retained verdicts shown; one is revoked.
 # Everything it makes goes into .demo/ (removed first). It needs Go; the MQTT
 # view uses mosquitto_sub when installed (hack/install-deps.sh installs it).
 # DEMO_HTTP_PORT / DEMO_MQTT_PORT move the control plane off 18000 / 18883.
@@ -122,7 +123,14 @@ run tg-controlplane init --tenant acme --data-dir cp -o json >init.json
 key=$(sed -n 's/.*"api_key": *"\([^"]*\)".*/\1/p' init.json)
 cahash=$(sed -n 's/.*"ca_hash": *"\([^"]*\)".*/\1/p' init.json)
 echo "   api key tgk_…(hidden), CA hash $cahash"
-tg-controlplane serve --data-dir cp --listen "127.0.0.1:$HTTP_PORT" --mqtt-listen "127.0.0.1:$MQTT_PORT" >cp.log 2>&1 &
+# A short attestation interval so the demo's devices get verdicts quickly
+# (the default is 60s).
+cat >cp.yaml <<'YAML'
+version: 1
+attestation: {interval: 5s}
+YAML
+run cat cp.yaml
+tg-controlplane serve --config cp.yaml --data-dir cp --listen "127.0.0.1:$HTTP_PORT" --mqtt-listen "127.0.0.1:$MQTT_PORT" >cp.log 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT") 2>/dev/null && break; sleep 0.2; done
 printf '$ tgctl login --server %s --api-key - --ca-hash %s   # key on stdin\n' "$SERVER" "$cahash"
@@ -166,6 +174,23 @@ else
 	echo "   (mosquitto_sub not installed: run hack/install-deps.sh to see the retained statuses here)"
 fi
 
+bold "fleet attestation: TPM quotes verified against the fleet policy, verdicts retained over MQTT"
+echo "   (the control plane challenges every device every 5s here; the fleet admits simulated TPMs)"
+for _ in $(seq 100); do
+	[ "$(tgctl fleet watch edge --once -o json 2>/dev/null | grep -o '"state": *"trusted"' | wc -l)" -eq 3 ] && break
+	sleep 0.3
+done
+if command -v mosquitto_sub >/dev/null 2>&1; then
+	printf '$ mosquitto_sub … -t "tg/v1/acme/fleets/+/attestation/+" -v -W 3   # retained: every verdict at once\n'
+	timeout 5 mosquitto_sub -h 127.0.0.1 -p "$MQTT_PORT" --cafile mqtt/ca.pem --cert mqtt/operator.crt \
+		--key mqtt/operator.key -t 'tg/v1/acme/fleets/+/attestation/+' -v -W 3 2>/dev/null | sed 's/^/   /' || true
+else
+	echo "   (mosquitto_sub not installed: run hack/install-deps.sh to see the retained verdicts here)"
+fi
+run tgctl fleet watch edge --once
+first=$(tgctl device list -o json | sed -n 's/.*"id": *"\(dev-[^"]*\)".*/\1/p' | head -1)
+run tgctl attestation history "$first"
+
 bold "revoke one device: it is disconnected at once and its Will marks it offline"
 victim=$(tgctl device list -o json | sed -n 's/.*"id": *"\(dev-[^"]*\)".*/\1/p' | head -1)
 run tgctl device revoke "$victim"
@@ -179,4 +204,4 @@ pids=()
 echo "   control plane and agents stopped (SIGTERM); logs in .demo/cp.log and .demo/agentN/agent.log"
 
 bold "done"
-echo "Everything above is in .demo/. Rollouts, attestation and the trainer join this demo as they land."
+echo "Everything above is in .demo/. Rollouts and the trainer join this demo as they land."

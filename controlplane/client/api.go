@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/tensorguard/tensorguardflow/internal/audit"
 )
@@ -247,5 +248,21 @@ func (c *Client) WalkAudit(ctx context.Context, after uint64, pageSize int, fn f
 func (c *Client) AttestDevice(ctx context.Context, id string) (AttestChallengeSent, error) {
 	var out AttestChallengeSent
 	err := c.do(ctx, http.MethodPost, "/api/v1/devices/"+seg(id)+"/attest", nil, nil, &out)
+	return out, err
+}
+
+// ListAttestations is GET /api/v1/devices/{id}/attestations: the device's
+// attestation verdicts before before (zero: the newest), newest first, at
+// most limit of them (0: the server's default).
+func (c *Client) ListAttestations(ctx context.Context, id string, before time.Time, limit int) ([]AttestationRecord, error) {
+	q := url.Values{}
+	if !before.IsZero() {
+		q.Set("before", before.UTC().Format(time.RFC3339Nano))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out []AttestationRecord
+	err := c.do(ctx, http.MethodGet, "/api/v1/devices/"+seg(id)+"/attestations", q, nil, &out)
 	return out, err
 }

@@ -161,8 +161,10 @@ type Device struct {
 	CertNotAfter  *time.Time        `json:"cert_not_after"`
 	Status        string            `json:"status"`
 	Online        bool              `json:"online"`
-	LastSeenAt    *time.Time        `json:"last_seen_at"`
-	CreatedAt     time.Time         `json:"created_at"`
+	// Quarantined: the last attestation verdict was untrusted or stale.
+	Quarantined bool       `json:"quarantined"`
+	LastSeenAt  *time.Time `json:"last_seen_at"`
+	CreatedAt   time.Time  `json:"created_at"`
 }
 
 // DeviceUpdate is the body of PATCH /api/v1/devices/{id}. Labels, when not
@@ -201,4 +203,22 @@ type AttestChallengeSent struct {
 	PCRs        []int     `json:"pcrs"`
 	IssuedAt    time.Time `json:"issued_at"`
 	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+// AttestationRecord is one entry of GET /api/v1/devices/{id}/attestations:
+// a verdict of the device's attestation history, as it was published.
+type AttestationRecord struct {
+	State      string          `json:"state"`
+	Reasons    []VerdictReason `json:"reasons"`
+	PCRDigest  string          `json:"pcr_digest"`
+	EvidenceAt *time.Time      `json:"evidence_at"`
+	VerdictAt  time.Time       `json:"verdict_at"`
+	Reboot     bool            `json:"reboot"`
+}
+
+// VerdictReason is a machine-readable reason of an attestation verdict.
+type VerdictReason struct {
+	Code   string `json:"code"`
+	Detail string `json:"detail,omitempty"`
+	PCR    *int   `json:"pcr,omitempty"`
 }

@@ -249,6 +249,54 @@ func runCRUD(t *testing.T, c *client) {
 		t.Errorf("attester calls = %v", calls)
 	}
 	c.wantError("POST", "/api/v1/devices/{id}/attest", "/api/v1/devices/dev-aaaaaaaaaaaaaaaaaaaa/attest", admin, nil, 404, "NOT_FOUND")
+
+	// Attestation history, newest first, and the quarantine on the device.
+	var hist []api.AttestationRecord
+	c.call("GET", "/api/v1/devices/{id}/attestations", "/api/v1/devices/"+d2.ID+"/attestations", admin, nil, 200, &hist)
+	if hist == nil || len(hist) != 0 {
+		t.Errorf("history before any verdict = %#v, want []", hist)
+	}
+	t0 := c.clk.Now()
+	for i, st := range []store.VerdictState{store.VerdictUnknown, store.VerdictTrusted, store.VerdictUntrusted} {
+		rec := store.AttestationRecord{DeviceID: d2.ID, State: st, VerdictAt: t0.Add(time.Duration(i) * time.Second)}
+		if st != store.VerdictUnknown {
+			rec.PCRDigest, rec.EvidenceAt = "ab12", t0.Add(time.Duration(i)*time.Second-time.Millisecond)
+		}
+		if st == store.VerdictUntrusted {
+			rec.Reasons = []byte(`[{"code":"PCR_POLICY","detail":"PCR 7 changed","pcr":7}]`)
+			rec.Reboot = true
+		}
+		if _, err := env.Store.AppendAttestationHistory(ctx, "acme", rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := env.Store.SetQuarantined(ctx, "acme", d2.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	c.call("GET", "/api/v1/devices/{id}", "/api/v1/devices/"+d2.ID, admin, nil, 200, &dev)
+	if !dev.Quarantined {
+		t.Errorf("quarantined device = %+v", dev)
+	}
+	c.call("GET", "/api/v1/devices/{id}/attestations", "/api/v1/devices/"+d2.ID+"/attestations", admin, nil, 200, &hist)
+	if len(hist) != 3 || hist[0].State != "untrusted" || hist[1].State != "trusted" || hist[2].State != "unknown" {
+		t.Fatalf("history = %+v", hist)
+	}
+	if h := hist[0]; len(h.Reasons) != 1 || h.Reasons[0].Code != "PCR_POLICY" || h.Reasons[0].PCR == nil || *h.Reasons[0].PCR != 7 ||
+		!h.Reboot || h.PCRDigest != "ab12" || h.EvidenceAt == nil || !h.VerdictAt.Equal(t0.Add(2*time.Second)) {
+		t.Errorf("newest history entry = %+v", h)
+	}
+	if h := hist[2]; h.EvidenceAt != nil || h.Reasons == nil || len(h.Reasons) != 0 {
+		t.Errorf("oldest history entry = %+v", h)
+	}
+	c.call("GET", "/api/v1/devices/{id}/attestations", "/api/v1/devices/"+d2.ID+"/attestations?limit=1&before="+
+		hist[0].VerdictAt.Format(time.RFC3339Nano), admin, nil, 200, &hist)
+	if len(hist) != 1 || hist[0].State != "trusted" {
+		t.Errorf("history page 2 = %+v", hist)
+	}
+	for _, q := range []string{"?limit=0", "?limit=1001", "?limit=x", "?before=yesterday", "?after=1"} {
+		c.wantError("GET", "/api/v1/devices/{id}/attestations", "/api/v1/devices/"+d2.ID+"/attestations"+q, admin, nil, 400, "BAD_REQUEST")
+	}
+	c.wantError("GET", "/api/v1/devices/{id}/attestations", "/api/v1/devices/dev-aaaaaaaaaaaaaaaaaaaa/attestations", admin, nil, 404, "NOT_FOUND")
 	c.call("POST", "/api/v1/devices/{id}/revoke", "/api/v1/devices/"+d2.ID+"/revoke", admin, nil, 200, &dev)
 	c.wantError("POST", "/api/v1/devices/{id}/attest", "/api/v1/devices/"+d2.ID+"/attest", admin, nil, 409, "CONFLICT")
 	if dev.Status != "revoked" || dev.Online {

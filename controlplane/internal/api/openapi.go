@@ -151,7 +151,7 @@ func schemas() obj {
 			"state":          enum("", "active", "used", "expired"),
 		}),
 		"Device": object("", []string{"id", "fleet_id", "name", "labels", "device_type", "tpm_kind", "ek_fingerprint",
-			"cert_serial", "cert_not_after", "status", "online", "last_seen_at", "created_at"}, obj{
+			"cert_serial", "cert_not_after", "status", "online", "quarantined", "last_seen_at", "created_at"}, obj{
 			"id": str("dev-…"), "fleet_id": str("flt-…"), "name": str(""),
 			"labels":         obj{"type": "object", "additionalProperties": obj{"type": "string"}},
 			"device_type":    str("e.g. jetson-orin"),
@@ -161,6 +161,7 @@ func schemas() obj {
 			"cert_not_after": nullable("string", "date-time", ""),
 			"status":         enum("", "enrolled", "revoked"),
 			"online":         boolean("connected to the broker"),
+			"quarantined":    boolean("its last attestation verdict was untrusted or stale: excluded from rollouts and key releases until trusted again"),
 			"last_seen_at":   nullable("string", "date-time", ""),
 			"created_at":     dateTime(""),
 		}),
@@ -170,6 +171,19 @@ func schemas() obj {
 				"additionalProperties": obj{"type": "string"}},
 		}),
 		"RevokeRequest": object("optional; no fields", []string{}, obj{}),
+		"AttestationRecord": object("one verdict of the device's history, as published on MQTT",
+			[]string{"state", "reasons", "pcr_digest", "evidence_at", "verdict_at", "reboot"}, obj{
+				"state": enum("", wire.VerdictTrusted, wire.VerdictUntrusted, wire.VerdictStale, wire.VerdictUnknown),
+				"reasons": arrayOf(object("machine-readable reason", []string{"code"}, obj{
+					"code":   str("e.g. PCR_POLICY, NONCE_REPLAYED, NO_ANSWER"),
+					"detail": str(""),
+					"pcr":    obj{"type": "integer", "description": "the PCR concerned, if any"},
+				})),
+				"pcr_digest":  str("hex SHA-256 of the quoted PCRs; empty without authentic evidence"),
+				"evidence_at": nullable("string", "date-time", "time of the evidence the verdict is about"),
+				"verdict_at":  dateTime(""),
+				"reboot":      boolean("the TPM reset count grew since the last trusted evidence"),
+			}),
 		"AttestChallengeSent": object("the challenge published on the device's cmd/attest topic; the verdict is published, retained, on tg/v1/<tenant>/fleets/<fleet>/attestation/<device>",
 			[]string{"challenge_id", "device", "pcrs", "issued_at", "expires_at"}, obj{
 				"challenge_id": str("echoed in the device's evidence"),
@@ -291,6 +305,11 @@ func operations() []opDoc {
 		{"delete", "/api/v1/devices/{id}", "deleteDevice", "Delete a device (its certificates are revoked; its TPM may enroll again)", "operator", nil, "", false, 204, nil, []int{404}},
 		{"post", "/api/v1/devices/{id}/revoke", "revokeDevice", "Revoke a device and its certificates and disconnect it", "operator", nil, "RevokeRequest", true, 200, ref("Device"), []int{404}},
 		{"post", "/api/v1/devices/{id}/attest", "attestDevice", "Send the device an attestation challenge now; the verdict follows on MQTT", "operator", nil, "", false, 202, ref("AttestChallengeSent"), []int{404, 409, 503}},
+
+		{"get", "/api/v1/devices/{id}/attestations", "listAttestations", "The device's attestation verdict history, newest first", "viewer", []obj{
+			queryParam("before", "RFC 3339 time: only verdicts before it (pass the last entry's verdict_at to page on)", obj{"type": "string", "format": "date-time"}, false),
+			queryParam("limit", "at most this many entries, 1 to 1000 (default 100)", obj{"type": "integer", "minimum": 1, "maximum": MaxAttestationLimit}, false),
+		}, "", false, 200, list("AttestationRecord"), []int{404}},
 
 		{"get", "/api/v1/audit", "listAudit", "Page through the tenant's audit chain", "viewer", []obj{
 			queryParam("after", "return entries with seq > after (default 0)", obj{"type": "integer", "minimum": 0}, false),

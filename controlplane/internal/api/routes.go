@@ -53,6 +53,7 @@ func (a *handler) routes() []route {
 		{http.MethodDelete, "/api/v1/devices/{id}", operator, a.deleteDevice},
 		{http.MethodPost, "/api/v1/devices/{id}/revoke", operator, a.revokeDevice},
 		{http.MethodPost, "/api/v1/devices/{id}/attest", operator, a.attestDevice},
+		{http.MethodGet, "/api/v1/devices/{id}/attestations", viewer, a.listAttestations},
 
 		{http.MethodGet, "/api/v1/audit", viewer, a.listAudit},
 		{http.MethodPost, "/api/v1/mqtt/credentials", viewer, a.mqttCredentials},

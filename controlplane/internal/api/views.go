@@ -200,6 +200,7 @@ type Device struct {
 	CertNotAfter  *time.Time        `json:"cert_not_after"`
 	Status        string            `json:"status"`
 	Online        bool              `json:"online"`
+	Quarantined   bool              `json:"quarantined"`
 	LastSeenAt    *time.Time        `json:"last_seen_at"`
 	CreatedAt     time.Time         `json:"created_at"`
 }
@@ -214,7 +215,7 @@ func NewDevice(d store.Device) Device {
 		ID: d.ID, FleetID: d.FleetID, Name: d.Name, Labels: labels, DeviceType: d.DeviceType,
 		TPMKind: string(d.TPMKind), EKFingerprint: d.EKFingerprint, CertSerial: d.CertSerial,
 		CertNotAfter: optTime(d.CertNotAfter), Status: string(d.Status), Online: d.Online,
-		LastSeenAt: optTime(d.LastSeenAt), CreatedAt: d.CreatedAt,
+		Quarantined: d.Quarantined, LastSeenAt: optTime(d.LastSeenAt), CreatedAt: d.CreatedAt,
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tensorguard/tensorguardflow/controlplane/client"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/api/apitest"
@@ -281,4 +282,52 @@ func openDB(t *testing.T, dbPath string) *sql.DB {
 		t.Fatal(err)
 	}
 	return db
+}
+
+// TestAttestationHistory: tgctl attestation history against the real API,
+// as a table and as JSON, newest first, --limit, and another tenant's
+// device (404).
+func TestAttestationHistory(t *testing.T) {
+	t.Parallel()
+	api, _ := startAPI(t)
+	e := newEnv(t)
+	login(t, e, api.Server.URL, api.AdminKey)
+	ctx := context.Background()
+	fleet, err := api.Store.CreateFleet(ctx, "acme", store.Fleet{Name: "sims", Policy: store.FleetPolicy{AllowSimulatedTPM: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := api.Store.CreateDevice(ctx, "acme", store.Device{FleetID: fleet.ID, Name: "sim-1", TPMKind: store.TPMSimulator, EKFingerprint: "sha256:01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i, st := range []store.VerdictState{store.VerdictTrusted, store.VerdictUntrusted} {
+		rec := store.AttestationRecord{DeviceID: dev.ID, State: st, PCRDigest: "00112233445566778899aabbccddeeff",
+			EvidenceAt: t0.Add(time.Duration(i) * time.Minute), VerdictAt: t0.Add(time.Duration(i)*time.Minute + time.Second)}
+		if st == store.VerdictUntrusted {
+			rec.Reasons = []byte(`[{"code":"PCR_POLICY","pcr":7}]`)
+		}
+		if _, err := api.Store.AppendAttestationHistory(ctx, "acme", rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := mustRun(t, e, "attestation", "history", dev.ID)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "VERDICT AT") ||
+		!strings.Contains(lines[1], "untrusted") || !strings.Contains(lines[1], "PCR_POLICY(pcr7)") ||
+		!strings.Contains(lines[2], "trusted") || !strings.Contains(lines[2], "2026-01-02T03:04:06Z") {
+		t.Fatalf("attestation history:\n%s", out)
+	}
+	var recs []client.AttestationRecord
+	mustJSON(t, mustRun(t, e, "attestation", "history", dev.ID, "--limit", "1", "-o", "json"), &recs)
+	if len(recs) != 1 || recs[0].State != "untrusted" || len(recs[0].Reasons) != 1 || recs[0].Reasons[0].Code != "PCR_POLICY" {
+		t.Fatalf("attestation history --limit 1 -o json: %+v", recs)
+	}
+	beta := api.AddTenant("beta")
+	e2 := newEnv(t)
+	login(t, e2, api.Server.URL, beta)
+	if r := run(t, e2, "", "attestation", "history", dev.ID); r.code == 0 || !strings.Contains(r.stderr, "not found") {
+		t.Fatalf("another tenant's device: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
 }

@@ -187,6 +187,7 @@ func addCommands(root *cobra.Command, a *App) {
 		a.tokenCmd(),
 		a.deviceCmd(),
 		a.attestCmd(),
+		a.attestationCmd(),
 		a.auditCmd(),
 		a.mqttCmd(),
 		a.versionCmd(),

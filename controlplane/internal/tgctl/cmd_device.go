@@ -9,9 +9,9 @@ import (
 )
 
 func deviceTable(t *tableWriter, devs []client.Device) {
-	t.row("ID", "NAME", "FLEET", "STATUS", "ONLINE", "TPM", "LAST SEEN", "CERT EXPIRES", "LABELS")
+	t.row("ID", "NAME", "FLEET", "STATUS", "ONLINE", "QUARANTINED", "TPM", "LAST SEEN", "CERT EXPIRES", "LABELS")
 	for _, d := range devs {
-		t.row(d.ID, d.Name, d.FleetID, d.Status, yesNo(d.Online), d.TPMKind, tsp(d.LastSeenAt), tsp(d.CertNotAfter), labels(d.Labels))
+		t.row(d.ID, d.Name, d.FleetID, d.Status, yesNo(d.Online), yesNo(d.Quarantined), d.TPMKind, tsp(d.LastSeenAt), tsp(d.CertNotAfter), labels(d.Labels))
 	}
 }
 
@@ -21,6 +21,7 @@ func deviceDetail(t *tableWriter, d client.Device) {
 	t.kv("Fleet", d.FleetID)
 	t.kv("Status", d.Status)
 	t.kv("Online", yesNo(d.Online))
+	t.kv("Quarantined", yesNo(d.Quarantined))
 	t.kv("Last seen", tsp(d.LastSeenAt))
 	t.kv("Device type", d.DeviceType)
 	t.kv("TPM", d.TPMKind)
