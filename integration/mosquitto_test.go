@@ -540,7 +540,13 @@ func mqCollect(t *testing.T, cp *cpProc) *mqCollector {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(caPEM)
 	m := &mqCollector{hb: map[string]mqHeartbeat{}}
-	filter := mqttacl.Prefix + "/" + cp.tenant + "/devices/+/telemetry"
+	// Outbox sequence numbers are shared by everything an agent queues:
+	// heartbeats on telemetry and, since the control plane challenges
+	// devices, attestation evidence. Both carry msg_id; collect both.
+	filters := map[string]byte{
+		mqttacl.Prefix + "/" + cp.tenant + "/devices/+/telemetry":   1,
+		mqttacl.Prefix + "/" + cp.tenant + "/devices/+/attestation": 1,
+	}
 	handler := func(_ paho.Client, msg paho.Message) {
 		var h mqHeartbeat
 		if json.Unmarshal(msg.Payload(), &h) != nil || h.MsgID == "" {
@@ -564,7 +570,7 @@ func mqCollect(t *testing.T, cp *cpProc) *mqCollector {
 		SetOnConnectHandler(func(c paho.Client) {
 			// The broker keeps the subscription in the session; renewing it
 			// is harmless and covers a lost session.
-			c.Subscribe(filter, 1, handler)
+			c.SubscribeMultiple(filters, handler)
 		})
 	m.c = paho.NewClient(opts)
 	if tok := m.c.Connect(); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
@@ -657,7 +663,7 @@ func TestBrokerOutageLosesNothing(t *testing.T) {
 			}
 			for n := first; n <= drained; n++ {
 				if _, ok := hs[n]; !ok {
-					return fmt.Errorf("outbox %s: heartbeat %d missing (have %d..%d)", box, n, first, drained)
+					return fmt.Errorf("outbox %s: message %d missing (have %d..%d)", box, n, first, drained)
 				}
 			}
 		}
