@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -181,12 +180,7 @@ func newAttestationService(devs attestDevices, interval time.Duration, now func(
 // parseAttestationTopic returns tenant and device of
 // tg/v1/<t>/devices/<d>/attestation.
 func parseAttestationTopic(topic string) (deviceKey, bool) {
-	parts := strings.Split(topic, "/")
-	if len(parts) != 6 || parts[0]+"/"+parts[1] != mqttacl.Prefix || parts[3] != "devices" || parts[5] != "attestation" {
-		return deviceKey{}, false
-	}
-	k := deviceKey{tenant: parts[2], device: parts[4]}
-	return k, mqttacl.ValidTenant(k.tenant) && mqttacl.ValidID(k.device)
+	return parseDeviceTopic(topic, "attestation")
 }
 
 // handle is the subscription handler: it never blocks.

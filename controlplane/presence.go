@@ -66,9 +66,12 @@ func newPresenceTracker(st *store.Store, now func() time.Time, log *slog.Logger)
 }
 
 // parseStatusTopic returns tenant and device of tg/v1/<t>/devices/<d>/status.
-func parseStatusTopic(topic string) (deviceKey, bool) {
+func parseStatusTopic(topic string) (deviceKey, bool) { return parseDeviceTopic(topic, "status") }
+
+// parseDeviceTopic returns tenant and device of tg/v1/<t>/devices/<d>/<leaf>.
+func parseDeviceTopic(topic, leaf string) (deviceKey, bool) {
 	parts := strings.Split(topic, "/")
-	if len(parts) != 6 || parts[0]+"/"+parts[1] != mqttacl.Prefix || parts[3] != "devices" || parts[5] != "status" {
+	if len(parts) != 6 || parts[0]+"/"+parts[1] != mqttacl.Prefix || parts[3] != "devices" || parts[5] != leaf {
 		return deviceKey{}, false
 	}
 	k := deviceKey{tenant: parts[2], device: parts[4]}
