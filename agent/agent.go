@@ -410,7 +410,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if r.tpm != nil { // a nil *tpmdev.Device must stay a nil TPM: answer "no TPM"
 		attestCfg.TPM = r.tpm
 		if r.kind == tpmdev.KindHardware { // swtpm and the simulator are not in the firmware's log
-			attestCfg.EventLogPath = attest.EventLogPathFor(cfg.TPMDevice())
+			attestCfg.EventLogPath = eventLogPath(cfg.TPMDevice())
 		}
 	}
 	responder, err := attest.New(attestCfg)
@@ -649,4 +649,22 @@ func (s *certStore) identity() *enroll.Identity {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.id
+}
+
+// EventLogCopy is the name of the measured-boot log's copy in the
+// service's runtime directory: securityfs keeps the log root-only, so the
+// systemd unit copies it there with a privileged ExecStartPre (the log is
+// static after boot).
+const EventLogCopy = "tpm-eventlog"
+
+// eventLogPath is where the measured-boot log of TPM device is read from:
+// the copy in $RUNTIME_DIRECTORY when the unit made one, else securityfs.
+func eventLogPath(device string) string {
+	if dir := os.Getenv("RUNTIME_DIRECTORY"); dir != "" {
+		p := filepath.Join(dir, EventLogCopy)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return attest.EventLogPathFor(device)
 }

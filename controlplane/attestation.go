@@ -50,9 +50,8 @@ func (r attestRecord) lastValid() time.Time {
 	return r.Verdict.EvidenceAt
 }
 
-// AttestationStateStore keeps the per-device attestation state. The
-// in-memory implementation is memAttestStore; a database-backed one
-// adapts the store's attestation tables.
+// AttestationStateStore keeps the per-device attestation state
+// (dbAttestStore adapts the store's attestation tables).
 type AttestationStateStore interface {
 	// GetAttestation returns the device's record; ok=false when none.
 	GetAttestation(ctx context.Context, tenant, device string) (rec attestRecord, ok bool, err error)
@@ -64,57 +63,18 @@ type AttestationHistory interface {
 	AppendVerdict(ctx context.Context, v wire.Verdict) error
 }
 
-// memAttestStore is the in-process AttestationStateStore and
-// AttestationHistory (history bounded per device).
-type memAttestStore struct {
-	mu      sync.Mutex
-	recs    map[deviceKey]attestRecord
-	history map[deviceKey][]wire.Verdict
-}
-
-const memHistoryPerDevice = 100
-
-func newMemAttestStore() *memAttestStore {
-	return &memAttestStore{recs: map[deviceKey]attestRecord{}, history: map[deviceKey][]wire.Verdict{}}
-}
-
-func (m *memAttestStore) GetAttestation(_ context.Context, tenant, device string) (attestRecord, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r, ok := m.recs[deviceKey{tenant, device}]
-	return r, ok, nil
-}
-
-func (m *memAttestStore) PutAttestation(_ context.Context, tenant, device string, rec attestRecord) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.recs[deviceKey{tenant, device}] = rec
-	return nil
-}
-
-func (m *memAttestStore) AppendVerdict(_ context.Context, v wire.Verdict) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	k := deviceKey{v.Tenant, v.Device}
-	h := append(m.history[k], v)
-	if len(h) > memHistoryPerDevice {
-		h = slices.Delete(h, 0, len(h)-memHistoryPerDevice)
-	}
-	m.history[k] = h
-	return nil
-}
-
 // attestDevices is what the service reads about enrolled devices.
 type attestDevices interface {
 	ListTenants(ctx context.Context) ([]store.Tenant, error)
 	ListDevices(ctx context.Context, tenant string, f store.DeviceFilter) ([]store.Device, error)
 	GetDevice(ctx context.Context, tenant, id string) (store.Device, error)
 	GetFleet(ctx context.Context, tenant, id string) (store.Fleet, error)
+	ListFleets(ctx context.Context, tenant string) ([]store.Fleet, error)
 }
 
-// attestationService challenges every attestable device on an interval,
-// verifies the evidence devices publish on their attestation topic and
-// publishes each device's verdict, retained, on
+// attestationService challenges every attestable device on its fleet's
+// interval, verifies the evidence devices publish on their attestation
+// topic and publishes each device's verdict, retained, on
 // tg/v1/<tenant>/fleets/<fleet>/attestation/<device>.
 //
 // Tenant and device of evidence come from the topic (the broker's ACL lets
@@ -122,59 +82,96 @@ type attestDevices interface {
 // The subscription handler never blocks: it hands messages to workers
 // sharded by device, so one device's evidence is verified in order.
 //
-// A verdict is published when it differs from the last one published
-// (state, reasons, TPM kind, PCR digest, reboot) and otherwise at most once
-// per interval (refreshing evidence time and nonce age). A device whose
-// last authentic answer is older than two intervals turns stale (NO_ANSWER);
-// a device never attested is published as unknown once.
+// Every piece of evidence from an enrolled device gets a published verdict
+// (so its evidence time and nonce age stay current); a change of verdict
+// (state, reasons, TPM kind, PCR digest, reboot) is also appended to the
+// history and logged. A device whose last authentic answer is older than
+// two intervals turns stale (NO_ANSWER); a device never attested is
+// published as unknown once. The stored verdict of every device is
+// published again when this process first sees the device and after
+// Resync (the broker's retained store may have been lost), so a new
+// subscriber always gets the whole fleet.
 type attestationService struct {
-	devices  attestDevices
-	state    AttestationStateStore
-	history  AttestationHistory
-	nonces   attest.NonceStore
+	attestDeps
 	verifier *attest.Verifier
-	interval time.Duration
-	now      func() time.Time
-	log      *slog.Logger
-	// publish publishes as the control plane with QoS 1.
-	publish func(topic string, payload []byte, retain bool) error
 
 	queues []chan broker.Message
 	wake   chan struct{}
 
-	mu        sync.Mutex
-	due       map[deviceKey]time.Time // next scheduled challenge
-	seen      map[deviceKey]time.Time // first time the scheduler saw the device
-	published map[deviceKey]time.Time // last publication of the device's verdict
-	locks     map[deviceKey]*sync.Mutex
-	started   time.Time
+	mu          sync.Mutex
+	due         map[deviceKey]time.Time // next scheduled challenge
+	seen        map[deviceKey]time.Time // first time the scheduler saw the device
+	republished map[deviceKey]uint64    // gen of the last republication of the stored verdict
+	gen         uint64                  // bumped by Resync
+	locks       map[deviceKey]*sync.Mutex
+	lastPrune   time.Time
+}
+
+// attestDeps is what the attestation service is built from.
+type attestDeps struct {
+	Devices attestDevices
+	State   AttestationStateStore
+	History AttestationHistory
+	Nonces  attest.NonceStore
+	// Interval is the challenge interval of fleets whose policy names none.
+	Interval time.Duration
+	Now      func() time.Time
+	Log      *slog.Logger
+	// Publish publishes as the control plane with QoS 1 (nil: nothing is
+	// published, for tests of the bookkeeping).
+	Publish func(topic string, payload []byte, retain bool) error
+	// Revoke revokes a device whose verdict turned untrusted in a fleet
+	// whose policy asks for it (nil: never).
+	Revoke func(ctx context.Context, tenant, device string, v wire.Verdict) error
+	// PruneNonces deletes nonces that expired before a time (nil: none).
+	PruneNonces func(ctx context.Context, before time.Time) (int64, error)
 }
 
 const (
 	attestWorkers    = 2
-	attestQueueDepth = 1024
+	attestQueueDepth = 4096
+	// nonceRetention is how long expired nonces are kept (so a late answer
+	// is reported as expired rather than unknown).
+	nonceRetention = 10 * time.Minute
 )
 
-func newAttestationService(devs attestDevices, interval time.Duration, now func() time.Time, log *slog.Logger) *attestationService {
-	if interval <= 0 {
-		interval = DefaultAttestationInterval
+func newAttestationService(d attestDeps) *attestationService {
+	if d.Interval <= 0 {
+		d.Interval = DefaultAttestationInterval
 	}
-	if log == nil {
-		log = discardLogger()
+	if d.Log == nil {
+		d.Log = discardLogger()
 	}
-	mem := newMemAttestStore()
-	nonces := attest.NewMemoryNonces()
-	nonces.Now = now
+	if d.Now == nil {
+		d.Now = time.Now
+	}
 	s := &attestationService{
-		devices: devs, state: mem, history: mem, nonces: nonces, verifier: attest.NewVerifier(nonces),
-		interval: interval, now: now, log: log, wake: make(chan struct{}, 1),
-		due: map[deviceKey]time.Time{}, seen: map[deviceKey]time.Time{},
-		published: map[deviceKey]time.Time{}, locks: map[deviceKey]*sync.Mutex{},
+		attestDeps: d, verifier: attest.NewVerifier(d.Nonces), wake: make(chan struct{}, 1),
+		due: map[deviceKey]time.Time{}, seen: map[deviceKey]time.Time{}, republished: map[deviceKey]uint64{},
+		gen: 1, locks: map[deviceKey]*sync.Mutex{},
 	}
 	for range attestWorkers {
 		s.queues = append(s.queues, make(chan broker.Message, attestQueueDepth))
 	}
 	return s
+}
+
+// intervalOf is the challenge interval of fleet f.
+func (s *attestationService) intervalOf(f store.Fleet) time.Duration {
+	if iv := time.Duration(f.Policy.Attestation.Interval); iv > 0 {
+		return iv
+	}
+	return s.Interval
+}
+
+// Resync makes the next scan publish every device's stored verdict again
+// (after a reconnect to an external broker, whose retained store may be
+// gone).
+func (s *attestationService) Resync() {
+	s.mu.Lock()
+	s.gen++
+	s.mu.Unlock()
+	s.Kick()
 }
 
 // parseAttestationTopic returns tenant and device of
@@ -195,7 +192,7 @@ func (s *attestationService) handle(m broker.Message) {
 	select {
 	case q <- m:
 	default:
-		s.log.Warn("attestation evidence dropped: verification queue full", "tenant", k.tenant, "device", k.device)
+		s.Log.Warn("attestation evidence dropped: verification queue full", "tenant", k.tenant, "device", k.device)
 	}
 }
 
@@ -214,14 +211,14 @@ func (s *attestationService) Run(ctx context.Context, subscribe func(string, fun
 		}
 		defer unsub()
 	}
-	s.mu.Lock()
-	s.started = s.now()
-	s.mu.Unlock()
-	tick := min(max(s.interval/4, 100*time.Millisecond), 5*time.Second)
-	t := time.NewTicker(tick)
+	// Scans run every quarter of the shortest interval of any fleet (at
+	// least 100 ms apart, at most 5 s), and at once after Kick.
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		s.scan(ctx)
+		shortest := s.scan(ctx)
+		s.prune(ctx)
+		t.Reset(min(max(shortest/4, 100*time.Millisecond), 5*time.Second))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -231,11 +228,32 @@ func (s *attestationService) Run(ctx context.Context, subscribe func(string, fun
 	}
 }
 
-// Kick makes the scheduler scan now (after an enrollment).
+// Kick makes the scheduler scan now (after an enrollment, a fleet policy
+// change or Resync).
 func (s *attestationService) Kick() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
+	}
+}
+
+// prune deletes long-expired nonces, at most once a minute.
+func (s *attestationService) prune(ctx context.Context) {
+	if s.PruneNonces == nil {
+		return
+	}
+	now := s.Now()
+	s.mu.Lock()
+	due := now.Sub(s.lastPrune) >= time.Minute
+	if due {
+		s.lastPrune = now
+	}
+	s.mu.Unlock()
+	if !due {
+		return
+	}
+	if _, err := s.PruneNonces(ctx, now.Add(-nonceRetention)); err != nil && ctx.Err() == nil {
+		s.Log.Warn("attestation: prune expired nonces", "error", err)
 	}
 }
 
@@ -247,7 +265,7 @@ func (s *attestationService) work(ctx context.Context, q <-chan broker.Message) 
 		case m := <-q:
 			k, _ := parseAttestationTopic(m.Topic)
 			if err := s.verify(ctx, k, m.Payload); err != nil && ctx.Err() == nil {
-				s.log.Warn("attestation evidence not verified", "tenant", k.tenant, "device", k.device, "error", err)
+				s.Log.Warn("attestation evidence not verified", "tenant", k.tenant, "device", k.device, "error", err)
 			}
 		}
 	}
@@ -264,25 +282,15 @@ func (s *attestationService) deviceLock(k deviceKey) *sync.Mutex {
 	return l
 }
 
-// fleetPolicy is the attestation policy of a fleet: the strict default
-// (PCRs 0–7 against the baseline) with the TPM kinds the fleet admits.
-func fleetPolicy(f store.Fleet) attest.Policy {
-	p := attest.Policy{AllowedKinds: []string{string(store.TPMHardware)}}
-	if f.Policy.AllowSimulatedTPM {
-		p.AllowedKinds = append(p.AllowedKinds, string(store.TPMSoftware), string(store.TPMSimulator))
-	}
-	return p
-}
-
 // verify verifies one piece of evidence of device k and publishes the
 // verdict.
 func (s *attestationService) verify(ctx context.Context, k deviceKey, payload []byte) error {
 	l := s.deviceLock(k)
 	l.Lock()
 	defer l.Unlock()
-	d, err := s.devices.GetDevice(ctx, k.tenant, k.device)
+	d, err := s.Devices.GetDevice(ctx, k.tenant, k.device)
 	if errors.Is(err, store.ErrNotFound) {
-		s.log.Debug("evidence of an unknown device ignored", "tenant", k.tenant, "device", k.device)
+		s.Log.Debug("evidence of an unknown device ignored", "tenant", k.tenant, "device", k.device)
 		return nil
 	}
 	if err != nil {
@@ -291,18 +299,18 @@ func (s *attestationService) verify(ctx context.Context, k deviceKey, payload []
 	if d.Status != store.DeviceEnrolled {
 		return nil
 	}
-	f, err := s.devices.GetFleet(ctx, k.tenant, d.FleetID)
+	f, err := s.Devices.GetFleet(ctx, k.tenant, d.FleetID)
 	if err != nil {
 		return fmt.Errorf("fleet %s: %w", d.FleetID, err)
 	}
-	rec, _, err := s.state.GetAttestation(ctx, k.tenant, k.device)
+	rec, _, err := s.State.GetAttestation(ctx, k.tenant, k.device)
 	if err != nil {
 		return err
 	}
-	now := s.now()
+	now := s.Now()
 	res, err := s.verifier.Verify(ctx, attest.Input{
 		Tenant: k.tenant, Fleet: d.FleetID, Device: k.device, TPMKind: string(d.TPMKind), AKPublic: d.AKPublic,
-		Evidence: payload, Policy: fleetPolicy(f), Baseline: rec.Baseline, Prev: rec.State, Now: now,
+		Evidence: payload, Policy: f.Policy.VerifierPolicy(), Baseline: rec.Baseline, Prev: rec.State, Now: now,
 	})
 	if err != nil {
 		return err
@@ -316,10 +324,23 @@ func (s *attestationService) verify(ctx context.Context, k deviceKey, payload []
 	if res.Verdict.PCRDigest == "" && rec.Verdict != nil && rec.Verdict.State == wire.VerdictTrusted && onlyNonceReasons(res.Verdict) {
 		// A late or duplicated answer (a replayed or expired nonce) says
 		// nothing new about a trusted device; do not flap its verdict.
-		s.log.Debug("stale evidence ignored", "tenant", k.tenant, "device", k.device, "reasons", reasonCodes(res.Verdict))
-		return s.state.PutAttestation(ctx, k.tenant, k.device, rec)
+		s.Log.Debug("stale evidence ignored", "tenant", k.tenant, "device", k.device, "reasons", reasonCodes(res.Verdict))
+		return s.State.PutAttestation(ctx, k.tenant, k.device, rec)
 	}
-	return s.record(ctx, k, rec, res.Verdict)
+	prev := rec.Verdict
+	if err := s.record(ctx, k, rec, res.Verdict, true); err != nil {
+		return err
+	}
+	v := res.Verdict
+	if v.State == wire.VerdictUntrusted && (prev == nil || prev.State != wire.VerdictUntrusted) &&
+		f.Policy.Attestation.RevokeOnUntrusted && s.Revoke != nil {
+		if err := s.Revoke(ctx, k.tenant, k.device, v); err != nil {
+			return fmt.Errorf("revoke untrusted device: %w", err)
+		}
+		s.Log.Warn("untrusted device revoked (fleet policy revoke_on_untrusted)", "tenant", k.tenant, "fleet", d.FleetID,
+			"device", k.device, "reasons", reasonCodes(v))
+	}
+	return nil
 }
 
 func onlyNonceReasons(v wire.Verdict) bool {
@@ -352,25 +373,19 @@ func sameVerdict(a *wire.Verdict, b wire.Verdict) bool {
 	return slices.Equal(reasonCodes(*a), reasonCodes(b))
 }
 
-// record stores rec with verdict v, appends v to the history and publishes
-// it when it changed or the last publication is an interval old.
-func (s *attestationService) record(ctx context.Context, k deviceKey, rec attestRecord, v wire.Verdict) error {
+// record stores rec with verdict v (and the quarantine it calls for),
+// appends v to the history when it changed, and publishes it when it
+// changed or comes from evidence.
+func (s *attestationService) record(ctx context.Context, k deviceKey, rec attestRecord, v wire.Verdict, evidence bool) error {
 	changed := !sameVerdict(rec.Verdict, v)
-	s.mu.Lock()
-	last, ok := s.published[k]
-	s.mu.Unlock()
-	refresh := !ok || s.now().Sub(last) >= s.interval
 	prev := rec.Verdict
 	rec.Verdict = &v
-	if err := s.state.PutAttestation(ctx, k.tenant, k.device, rec); err != nil {
+	if err := s.State.PutAttestation(ctx, k.tenant, k.device, rec); err != nil {
 		return err
 	}
-	if !changed && !refresh {
-		return nil
-	}
 	if changed {
-		if err := s.history.AppendVerdict(ctx, v); err != nil {
-			s.log.Warn("attestation history not recorded", "tenant", k.tenant, "device", k.device, "error", err)
+		if err := s.History.AppendVerdict(ctx, v); err != nil {
+			s.Log.Warn("attestation history not recorded", "tenant", k.tenant, "device", k.device, "error", err)
 		}
 		from := ""
 		if prev != nil {
@@ -380,25 +395,28 @@ func (s *attestationService) record(ctx context.Context, k deviceKey, rec attest
 		if v.State == wire.VerdictUntrusted || v.State == wire.VerdictStale {
 			lvl = slog.LevelWarn
 		}
-		s.log.Log(ctx, lvl, "attestation verdict changed", "tenant", k.tenant, "fleet", v.Fleet, "device", k.device,
+		s.Log.Log(ctx, lvl, "attestation verdict changed", "tenant", k.tenant, "fleet", v.Fleet, "device", k.device,
 			"from", from, "to", v.State, "reasons", reasonCodes(v), "tpm_kind", v.TPMKind, "reboot", v.Reboot)
+	}
+	if !changed && !evidence {
+		return nil
 	}
 	return s.publishVerdict(k, v)
 }
 
 func (s *attestationService) publishVerdict(k deviceKey, v wire.Verdict) error {
-	if s.publish == nil {
+	if s.Publish == nil {
 		return nil
 	}
 	payload, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	if err := s.publish(mqttacl.FleetAttestationTopic(k.tenant, v.Fleet, k.device), payload, true); err != nil {
+	if err := s.Publish(mqttacl.FleetAttestationTopic(k.tenant, v.Fleet, k.device), payload, true); err != nil {
 		return fmt.Errorf("publish verdict: %w", err)
 	}
 	s.mu.Lock()
-	s.published[k] = s.now()
+	s.republished[k] = s.gen
 	s.mu.Unlock()
 	return nil
 }
@@ -410,46 +428,60 @@ func jitter(d time.Duration) time.Duration {
 
 // scan challenges every attestable device whose turn it is, publishes
 // unknown verdicts for devices never attested and stale ones for devices
-// silent for two intervals.
-func (s *attestationService) scan(ctx context.Context) {
-	tenants, err := s.devices.ListTenants(ctx)
+// silent for two intervals of their fleet. It returns the shortest
+// interval of any fleet (the default interval when there is none).
+func (s *attestationService) scan(ctx context.Context) (shortest time.Duration) {
+	shortest = s.Interval
+	tenants, err := s.Devices.ListTenants(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			s.log.Warn("attestation: list tenants", "error", err)
+			s.Log.Warn("attestation: list tenants", "error", err)
 		}
-		return
+		return shortest
 	}
 	live := map[deviceKey]bool{}
 	for _, t := range tenants {
-		devs, err := s.devices.ListDevices(ctx, t.ID, store.DeviceFilter{Status: store.DeviceEnrolled})
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("attestation: list devices", "tenant", t.ID, "error", err)
+		fleets, err := s.Devices.ListFleets(ctx, t.ID)
+		if err == nil {
+			var devs []store.Device
+			devs, err = s.Devices.ListDevices(ctx, t.ID, store.DeviceFilter{Status: store.DeviceEnrolled})
+			byID := make(map[string]store.Fleet, len(fleets))
+			for _, f := range fleets {
+				byID[f.ID] = f
+				shortest = min(shortest, s.intervalOf(f))
 			}
-			continue
+			for _, d := range devs {
+				k := deviceKey{tenant: t.ID, device: d.ID}
+				live[k] = true
+				f, ok := byID[d.FleetID]
+				if !ok {
+					continue // created after ListFleets: next scan
+				}
+				if err := s.scanDevice(ctx, k, d, f); err != nil && ctx.Err() == nil {
+					s.Log.Warn("attestation", "tenant", k.tenant, "device", k.device, "error", err)
+				}
+			}
 		}
-		for _, d := range devs {
-			k := deviceKey{tenant: t.ID, device: d.ID}
-			live[k] = true
-			if err := s.scanDevice(ctx, k, d); err != nil && ctx.Err() == nil {
-				s.log.Warn("attestation", "tenant", k.tenant, "device", k.device, "error", err)
-			}
+		if err != nil && ctx.Err() == nil {
+			s.Log.Warn("attestation: list fleets and devices", "tenant", t.ID, "error", err)
 		}
 	}
 	s.mu.Lock()
-	for k := range s.due {
+	for k := range s.seen {
 		if !live[k] {
 			delete(s.due, k)
 			delete(s.seen, k)
-			delete(s.published, k)
+			delete(s.republished, k)
 			delete(s.locks, k)
 		}
 	}
 	s.mu.Unlock()
+	return shortest
 }
 
-func (s *attestationService) scanDevice(ctx context.Context, k deviceKey, d store.Device) error {
-	now := s.now()
+func (s *attestationService) scanDevice(ctx context.Context, k deviceKey, d store.Device, f store.Fleet) error {
+	now := s.Now()
+	interval := s.intervalOf(f)
 	s.mu.Lock()
 	first, known := s.seen[k]
 	if !known {
@@ -458,13 +490,29 @@ func (s *attestationService) scanDevice(ctx context.Context, k deviceKey, d stor
 		s.due[k] = now // challenge a newly seen device at once
 	}
 	due := s.due[k]
+	if due.After(now.Add(interval)) {
+		due = now // the fleet's interval was shortened
+	}
+	republish := s.republished[k] != s.gen
 	s.mu.Unlock()
 
 	l := s.deviceLock(k)
 	l.Lock()
-	rec, _, err := s.state.GetAttestation(ctx, k.tenant, k.device)
+	rec, _, err := s.State.GetAttestation(ctx, k.tenant, k.device)
 	if err == nil {
-		err = s.sweep(ctx, k, d, rec, first, now)
+		err = s.sweep(ctx, k, d, rec, first, now, interval)
+	}
+	if err == nil && republish {
+		// Nothing published for the device by this process since start or
+		// Resync: publish its stored verdict, so the broker's retained store
+		// holds it for new subscribers.
+		s.mu.Lock()
+		done := s.republished[k] == s.gen
+		s.mu.Unlock()
+		if rec, _, err = s.State.GetAttestation(ctx, k.tenant, k.device); err == nil && !done &&
+			rec.Verdict != nil && rec.Verdict.Fleet == d.FleetID {
+			err = s.publishVerdict(k, *rec.Verdict)
+		}
 	}
 	l.Unlock()
 	if err != nil {
@@ -474,17 +522,16 @@ func (s *attestationService) scanDevice(ctx context.Context, k deviceKey, d stor
 		return nil
 	}
 	s.mu.Lock()
-	s.due[k] = now.Add(jitter(s.interval))
+	s.due[k] = now.Add(jitter(interval))
 	s.mu.Unlock()
-	_, err = s.challenge(ctx, k, d)
+	_, err = s.challenge(ctx, k, d, f)
 	return err
 }
 
 // sweep publishes the verdict a device's silence calls for: unknown when it
-// was never attested (once), stale when its last authentic answer (or, if
-// it never answered since this process started, its first sighting) is
-// older than two intervals.
-func (s *attestationService) sweep(ctx context.Context, k deviceKey, d store.Device, rec attestRecord, first, now time.Time) error {
+// was never attested (once), stale when both its last authentic answer and
+// this process's first sighting of it are older than two intervals.
+func (s *attestationService) sweep(ctx context.Context, k deviceKey, d store.Device, rec attestRecord, first, now time.Time, interval time.Duration) error {
 	base := wire.Verdict{Schema: wire.VerdictSchema, Tenant: k.tenant, Fleet: d.FleetID, Device: k.device,
 		TPMKind: string(d.TPMKind), VerdictAt: now}
 	if rec.Verdict != nil && rec.Verdict.Fleet != d.FleetID {
@@ -496,54 +543,54 @@ func (s *attestationService) sweep(ctx context.Context, k deviceKey, d store.Dev
 		}
 		base.State = wire.VerdictUnknown
 		base.Reasons = []wire.VerdictReason{{Code: wire.ReasonNotAttestable, Detail: "enrolled without a TPM"}}
-		return s.record(ctx, k, rec, base)
+		return s.record(ctx, k, rec, base, false)
 	}
 	if rec.Verdict == nil {
 		base.State = wire.VerdictUnknown
-		return s.record(ctx, k, rec, base)
+		return s.record(ctx, k, rec, base, false)
 	}
 	if rec.Verdict.State == wire.VerdictUnknown || rec.Verdict.State == wire.VerdictStale {
 		return nil
 	}
+	// Silence counts from the last authentic answer, but not from before
+	// this process first saw the device: while the control plane was down
+	// nobody asked.
 	lastValid := rec.lastValid()
-	if lastValid.IsZero() {
+	if first.After(lastValid) {
 		lastValid = first
 	}
-	if now.Sub(lastValid) < 2*s.interval {
+	if now.Sub(lastValid) < 2*interval {
 		return nil
 	}
 	base.State = wire.VerdictStale
 	base.Reasons = []wire.VerdictReason{{Code: wire.ReasonNoAnswer,
 		Detail: fmt.Sprintf("no valid answer since %s", lastValid.UTC().Format(time.RFC3339))}}
 	base.PCRDigest, base.EvidenceAt = rec.Verdict.PCRDigest, rec.Verdict.EvidenceAt
-	return s.record(ctx, k, rec, base)
+	return s.record(ctx, k, rec, base, false)
 }
 
 // ErrNotAttestable is returned by ChallengeDevice for a device enrolled
 // without a TPM.
 var ErrNotAttestable = errors.New("device has no TPM to attest")
 
-// challenge issues a nonce to device d and publishes the challenge.
-func (s *attestationService) challenge(ctx context.Context, k deviceKey, d store.Device) (wire.AttestChallenge, error) {
+// challenge issues a nonce to device d of fleet f and publishes the
+// challenge. The nonce lives one interval (10 s to 5 min).
+func (s *attestationService) challenge(ctx context.Context, k deviceKey, d store.Device, f store.Fleet) (wire.AttestChallenge, error) {
 	if d.TPMKind == store.TPMNone {
 		return wire.AttestChallenge{}, ErrNotAttestable
 	}
-	f, err := s.devices.GetFleet(ctx, k.tenant, d.FleetID)
-	if err != nil {
-		return wire.AttestChallenge{}, fmt.Errorf("fleet %s: %w", d.FleetID, err)
-	}
-	ttl := min(max(s.interval, 10*time.Second), 5*time.Minute)
-	n, err := s.nonces.Issue(ctx, k.tenant, k.device, ttl)
+	ttl := min(max(s.intervalOf(f), 10*time.Second), 5*time.Minute)
+	n, err := s.Nonces.Issue(ctx, k.tenant, k.device, ttl)
 	if err != nil {
 		return wire.AttestChallenge{}, fmt.Errorf("issue nonce: %w", err)
 	}
-	c := n.Challenge(fleetPolicy(f).Selection())
+	c := n.Challenge(f.Policy.VerifierPolicy().Selection())
 	payload, err := json.Marshal(c)
 	if err != nil {
 		return wire.AttestChallenge{}, err
 	}
-	if s.publish != nil {
-		if err := s.publish(mqttacl.CmdTopic(k.tenant, k.device, "attest"), payload, false); err != nil {
+	if s.Publish != nil {
+		if err := s.Publish(mqttacl.CmdTopic(k.tenant, k.device, "attest"), payload, false); err != nil {
 			return wire.AttestChallenge{}, fmt.Errorf("publish challenge: %w", err)
 		}
 	}
@@ -553,18 +600,22 @@ func (s *attestationService) challenge(ctx context.Context, k deviceKey, d store
 // ChallengeDevice challenges one device now (the API's on-demand
 // attestation); the scheduler's next turn for it moves an interval on.
 func (s *attestationService) ChallengeDevice(ctx context.Context, tenant, device string) (wire.AttestChallenge, error) {
-	d, err := s.devices.GetDevice(ctx, tenant, device)
+	d, err := s.Devices.GetDevice(ctx, tenant, device)
 	if err != nil {
 		return wire.AttestChallenge{}, err
 	}
+	f, err := s.Devices.GetFleet(ctx, tenant, d.FleetID)
+	if err != nil {
+		return wire.AttestChallenge{}, fmt.Errorf("fleet %s: %w", d.FleetID, err)
+	}
 	k := deviceKey{tenant: tenant, device: device}
-	c, err := s.challenge(ctx, k, d)
+	c, err := s.challenge(ctx, k, d, f)
 	if err != nil {
 		return c, err
 	}
 	s.mu.Lock()
 	if _, ok := s.seen[k]; ok {
-		s.due[k] = s.now().Add(jitter(s.interval))
+		s.due[k] = s.Now().Add(jitter(s.intervalOf(f)))
 	}
 	s.mu.Unlock()
 	return c, nil

@@ -3,7 +3,9 @@ package controlplane
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/attest"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
@@ -105,4 +107,31 @@ func (d dbAttestStore) AppendVerdict(ctx context.Context, v wire.Verdict) error 
 		EvidenceAt: v.EvidenceAt, VerdictAt: v.VerdictAt, NonceAgeMS: v.NonceAgeMS, Reboot: v.Reboot,
 	})
 	return err
+}
+
+// dbNonces adapts the store's attestation nonces to attest.NonceStore: a
+// nonce is consumed at most once across restarts and replicas.
+type dbNonces struct{ st *store.Store }
+
+var _ attest.NonceStore = dbNonces{}
+
+func (d dbNonces) Issue(ctx context.Context, tenant, device string, ttl time.Duration) (attest.Nonce, error) {
+	n, err := d.st.IssueNonce(ctx, tenant, device, ttl)
+	if err != nil {
+		return attest.Nonce{}, err
+	}
+	return attest.Nonce{ID: n.ID, Value: n.Value, IssuedAt: n.IssuedAt, ExpiresAt: n.ExpiresAt}, nil
+}
+
+func (d dbNonces) Consume(ctx context.Context, tenant, device, id string, nonce []byte) (time.Time, error) {
+	t, err := d.st.ConsumeNonce(ctx, tenant, device, id, nonce)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return time.Time{}, attest.ErrNonceUnknown
+	case errors.Is(err, store.ErrNonceUsed):
+		return time.Time{}, attest.ErrNonceReplayed
+	case errors.Is(err, store.ErrNonceExpired):
+		return time.Time{}, attest.ErrNonceExpired
+	}
+	return t, err
 }

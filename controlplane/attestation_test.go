@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,8 +20,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/google/go-tpm/legacy/tpm2"
 
-	"github.com/tensorguard/tensorguardflow/controlplane"
 	"github.com/tensorguard/tensorguardflow/controlplane/controlplanetest"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/attest"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/ca"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/tgctl"
@@ -37,12 +38,18 @@ import (
 // an interval; `tgctl fleet watch --once -o json` shows it; a device that
 // stops answering goes stale (NO_ANSWER) within two intervals.
 func TestFleetAttestation(t *testing.T) {
+	// The fleet's own policy: a 1 s interval (the control plane's default
+	// stays 60 s), PCRs 0, 7 and 16, PCR 0 against a golden value (the
+	// simulator's is all zeros), the others against the baseline.
 	const interval = time.Second
-	h := controlplanetest.Start(t, controlplanetest.WithConfig(func(c *controlplane.Config) {
-		c.Attestation.Interval = controlplane.Duration(interval)
-	}))
+	h := controlplanetest.Start(t)
 	ctx := context.Background()
-	fleet := h.CreateFleet(t, "sims", store.FleetPolicy{AllowSimulatedTPM: true})
+	fleet := h.CreateFleet(t, "sims", store.FleetPolicy{AllowSimulatedTPM: true, Attestation: store.FleetAttestation{
+		Interval: store.Duration(interval),
+		Policy: attest.Policy{PCRs: []int{16, 0, 7}, Rules: map[int]attest.PCRRule{
+			0: {Mode: attest.ModeGolden, Allow: []string{strings.Repeat("00", 32)}},
+		}},
+	}})
 
 	tpm, err := tpmsim.Open(nil)
 	if err != nil {
@@ -143,6 +150,9 @@ func TestFleetAttestation(t *testing.T) {
 		if err := json.Unmarshal(m.Payload(), &c); err != nil || c.Schema != wire.AttestChallengeSchema {
 			t.Errorf("challenge: %v: %s", err, m.Payload())
 			return
+		}
+		if !slices.Equal(c.PCRs, []int{0, 7, 16}) {
+			t.Errorf("challenge for PCRs %v, want the fleet's 0, 7, 16", c.PCRs)
 		}
 		select {
 		case challenges <- c:
@@ -258,7 +268,48 @@ func TestFleetAttestation(t *testing.T) {
 	// The state is in the database: the verdict, the TPM clock of the
 	// last trusted quote and the baseline taken on first trust.
 	st, err := h.Store().GetAttestationState(ctx, h.Tenant, dev.ID)
-	if err != nil || st.State != store.VerdictStale || st.TPM == nil || len(st.BaselinePCRs) != 8 {
+	if err != nil || st.State != store.VerdictStale || st.TPM == nil || len(st.BaselinePCRs) != 2 { // PCRs 7 and 16; PCR 0 is golden
 		t.Errorf("stored attestation state %+v, %v", st, err)
 	}
+
+	// revoke_on_untrusted: the device answers again, still with PCR 7
+	// extended; the untrusted verdict revokes it — its status, an audit
+	// entry by "attestation", its MQTT session ended.
+	var patched struct{}
+	api(t, h, http.MethodPatch, "/api/v1/fleets/"+fleet.ID, h.AdminKey,
+		map[string]any{"policy": map[string]any{"attestation": map[string]any{"revoke_on_untrusted": true}}}, &patched)
+	answering.Store(true)
+	v = wait("untrusted again", 5*time.Second, func(v wire.Verdict) bool { return v.State == wire.VerdictUntrusted })
+	if !hasReasonCode(v, wire.ReasonPCRPolicy) {
+		t.Errorf("untrusted verdict %+v", v)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		d, err := h.Store().GetDevice(ctx, h.Tenant, dev.ID)
+		if err == nil && d.Status == store.DeviceRevoked && !device.IsConnectionOpen() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not revoked after the untrusted verdict: device %+v, %v; MQTT connection open %v", d, err, device.IsConnectionOpen())
+		}
+	}
+	var auditPage struct {
+		Entries []struct {
+			Actor, Action, Target string
+		} `json:"entries"`
+	}
+	api(t, h, http.MethodGet, "/api/v1/audit?limit=1000", h.AdminKey, nil, &auditPage)
+	if !slices.ContainsFunc(auditPage.Entries, func(e struct{ Actor, Action, Target string }) bool {
+		return e.Actor == "attestation" && e.Action == "device.revoke" && e.Target == dev.ID
+	}) {
+		t.Errorf("no device.revoke by attestation in the audit log: %+v", auditPage.Entries)
+	}
+	if !slices.ContainsFunc(auditPage.Entries, func(e struct{ Actor, Action, Target string }) bool {
+		return e.Action == "device.attest" && e.Target == dev.ID
+	}) {
+		t.Errorf("the on-demand challenge is not in the audit log: %+v", auditPage.Entries)
+	}
+}
+
+func hasReasonCode(v wire.Verdict, code string) bool {
+	return slices.ContainsFunc(v.Reasons, func(r wire.VerdictReason) bool { return r.Code == code })
 }

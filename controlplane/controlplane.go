@@ -74,6 +74,7 @@ type ControlPlane struct {
 	server   *server.Server
 	presence *presenceTracker
 	attest   *attestationService
+	now      func() time.Time
 
 	ready chan struct{}
 }
@@ -115,7 +116,7 @@ func New(cfg Config, opts ...Option) (*ControlPlane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	cp := &ControlPlane{cfg: cfg, log: log, store: st, kek: provider, ready: make(chan struct{})}
+	cp := &ControlPlane{cfg: cfg, log: log, store: st, kek: provider, now: o.now, ready: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -153,15 +154,22 @@ func New(cfg Config, opts ...Option) (*ControlPlane, error) {
 	} else {
 		cp.presence.publish = cp.external.publish
 	}
-	cp.attest = newAttestationService(st, time.Duration(cfg.Attestation.Interval), o.now, log.With("subsystem", "attestation"))
-	cp.attest.state, cp.attest.history = dbAttestStore{st}, dbAttestStore{st}
+	deps := attestDeps{
+		Devices: st, State: dbAttestStore{st}, History: dbAttestStore{st}, Nonces: dbNonces{st},
+		Interval: time.Duration(cfg.Attestation.Interval), Now: o.now, Log: log.With("subsystem", "attestation"),
+		Revoke: cp.revokeUntrusted, PruneNonces: st.PruneNonces,
+	}
 	if cp.broker != nil {
-		cp.attest.publish = func(topic string, payload []byte, retain bool) error {
+		deps.Publish = func(topic string, payload []byte, retain bool) error {
 			return cp.broker.Publish(topic, payload, retain, 1)
 		}
 	} else {
-		cp.attest.publish = cp.external.publishMsg
+		deps.Publish = cp.external.publishMsg
+	}
+	cp.attest = newAttestationService(deps)
+	if cp.external != nil {
 		cp.external.onAttestation = cp.attest.handle
+		cp.external.onReconnect = cp.attest.Resync
 	}
 	apiHandler := cp.external.wrapAPI(api.New(api.Deps{
 		Store: st, CA: cp.ca, Revoker: cp, Attester: cp, BrokerURLFunc: cp.brokerURL, Now: o.now, Logger: log.With("subsystem", "api"),
@@ -302,6 +310,26 @@ func (cp *ControlPlane) DisconnectDevice(tenant, device string) {
 		return
 	}
 	cp.log.Info("revoked device's retained status set offline", "tenant", tenant, "device", device)
+}
+
+// revokeUntrusted revokes a device whose verdict turned untrusted in a
+// fleet with revoke_on_untrusted, as the API's revoke does (audited, actor
+// "attestation"), then ends its broker session.
+func (cp *ControlPlane) revokeUntrusted(ctx context.Context, tenant, device string, v wire.Verdict) error {
+	err := cp.store.WithTx(ctx, func(tx *store.Tx) error {
+		d, err := tx.RevokeDevice(ctx, tenant, device)
+		if err != nil {
+			return err
+		}
+		return server.AppendAudit(ctx, tx, cp.now(), tenant, "attestation", "device.revoke", device, "", map[string]any{
+			"fleet_id": d.FleetID, "cert_serial": d.CertSerial, "policy": "revoke_on_untrusted", "reasons": reasonCodes(v),
+		})
+	})
+	if err != nil {
+		return err
+	}
+	cp.DisconnectDevice(tenant, device)
+	return nil
 }
 
 // ChallengeDevice implements api.Attester: it sends device a fresh

@@ -35,6 +35,9 @@ type externalBroker struct {
 	// onAttestation receives devices' evidence (set before Run; nil: not
 	// subscribed).
 	onAttestation func(broker.Message)
+	// onReconnect runs after every (re)connection (set before Run; nil:
+	// nothing): the broker may have lost its retained messages.
+	onReconnect func()
 
 	mu     sync.Mutex
 	client paho.Client // runPresence's connection; nil before and after
@@ -141,6 +144,9 @@ func (e *externalBroker) runPresence(ctx context.Context, p *presenceTracker) er
 				if t := c.Subscribe(AttestationFilter, 1, h); t.WaitTimeout(10*time.Second) && t.Error() != nil {
 					e.log.Warn("subscribe to attestation evidence", "error", t.Error())
 				}
+			}
+			if on := e.onReconnect; on != nil {
+				on()
 			}
 		}).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {

@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,6 +77,7 @@ type mqBroker struct {
 	bin      string
 	mainConf string
 	pidFile  string
+	persist  string // persistence_location
 	addr     string
 	proc     *proc
 	runs     []*proc // every process, for the reload count across restarts
@@ -178,7 +180,7 @@ log: {level: debug}
 		// The instructions' standalone variant: a main file naming the pid
 		// file and including the managed directory.
 		b := &mqBroker{t: t, bin: mosqBin, mainConf: filepath.Join(dir, "mosquitto-main.conf"),
-			pidFile: filepath.Join(runDir, "mosquitto.pid"), addr: mqttAddr}
+			pidFile: filepath.Join(runDir, "mosquitto.pid"), persist: persist, addr: mqttAddr}
 		writeFile(t, b.mainConf, fmt.Sprintf("pid_file %s\npersistence true\npersistence_location %s/\nlog_dest stderr\nlog_type all\ninclude_dir %s\n",
 			b.pidFile, persist, managed))
 		if err := os.Chmod(b.mainConf, 0o644); err != nil {
@@ -618,10 +620,39 @@ func TestBrokerOutageLosesNothing(t *testing.T) {
 		return nil
 	})
 
+	// Every device has a verdict, retained for new subscribers.
+	retainedVerdicts := func() error {
+		sub := cp.operatorMQTT(fmt.Sprintf("verdict-probe-%d", time.Now().UnixNano()))
+		defer sub.c.Disconnect(0)
+		sub.subscribe(t, mqttacl.Prefix+"/"+cp.tenant+"/fleets/+/attestation/+")
+		var missing []string
+		deadline := time.Now().Add(2 * time.Second)
+		for time.Now().Before(deadline) {
+			missing = missing[:0]
+			for _, id := range ids {
+				if !slices.ContainsFunc(sub.messages(), func(m paho.Message) bool {
+					return m.Retained() && strings.HasSuffix(m.Topic(), "/"+id)
+				}) {
+					missing = append(missing, id)
+				}
+			}
+			if len(missing) == 0 {
+				return nil
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return fmt.Errorf("no retained verdict for %v", missing)
+	}
+	eventually(t, 30*time.Second, "a retained verdict for every device", retainedVerdicts)
+
 	// The outage: agents keep running and queue heartbeats in their
-	// outboxes.
+	// outboxes. The broker also loses its persistence file (as after a
+	// crash between autosaves), so its retained messages are gone.
 	mosq.stop()
 	stopped := time.Now()
+	if err := os.Remove(filepath.Join(mosq.persist, "mosquitto.db")); err != nil {
+		t.Fatalf("mosquitto's persistence file: %v", err)
+	}
 	time.Sleep(mqOutage)
 	for _, a := range agents {
 		if a.proc.exited() {
@@ -637,6 +668,12 @@ func TestBrokerOutageLosesNothing(t *testing.T) {
 	}
 	restarted := time.Now()
 	t.Logf("broker down for %v", restarted.Sub(stopped).Round(time.Millisecond))
+
+	// The control plane reconnects (within 10 s) and publishes every
+	// stored verdict again, before the devices' next challenge (the
+	// interval is 60 s).
+	eventually(t, 20*time.Second, "retained verdicts again after the broker lost them", retainedVerdicts)
+	t.Logf("retained verdicts back %v after the broker restart", time.Since(restarted).Round(time.Millisecond))
 
 	// Every outbox drains: a heartbeat made after the restart reports an
 	// empty outbox, so everything before it was acknowledged by mosquitto;

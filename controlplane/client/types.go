@@ -86,17 +86,55 @@ type CreatedAPIKey struct {
 // FleetPolicy is what a fleet admits and issues. CertTTL is a duration
 // ("24h").
 type FleetPolicy struct {
-	AllowNoTPM        bool   `json:"allow_no_tpm"`
-	AllowSimulatedTPM bool   `json:"allow_simulated_tpm"`
-	CertTTL           string `json:"cert_ttl"`
+	AllowNoTPM        bool             `json:"allow_no_tpm"`
+	AllowSimulatedTPM bool             `json:"allow_simulated_tpm"`
+	CertTTL           string           `json:"cert_ttl"`
+	Attestation       FleetAttestation `json:"attestation"`
+}
+
+// FleetAttestation is a fleet's attestation policy: the SHA-256 PCRs
+// quoted, the rule of each PCR not checked against the device's baseline,
+// the TPM kinds that can be trusted, the challenge interval ("" is the
+// control plane's default) and whether an untrusted verdict revokes the
+// device.
+type FleetAttestation struct {
+	Interval          string          `json:"interval"`
+	PCRs              []int           `json:"pcrs"`
+	Rules             map[int]PCRRule `json:"rules,omitempty"`
+	AllowedKinds      []string        `json:"allowed_kinds"`
+	RevokeOnUntrusted bool            `json:"revoke_on_untrusted"`
+}
+
+// PCR rule modes.
+const (
+	PCRGolden   = "golden"   // equal to one of Allow
+	PCRBaseline = "baseline" // equal to the value at the first trusted quote
+)
+
+// PCRRule is the rule of one PCR; Allow are hex SHA-256 digests.
+type PCRRule struct {
+	Mode  string   `json:"mode"`
+	Allow []string `json:"allow,omitempty"`
 }
 
 // FleetPolicyPatch is a policy in a request: nil fields keep their value
 // (on create: the server's default).
 type FleetPolicyPatch struct {
-	AllowNoTPM        *bool   `json:"allow_no_tpm,omitempty"`
-	AllowSimulatedTPM *bool   `json:"allow_simulated_tpm,omitempty"`
-	CertTTL           *string `json:"cert_ttl,omitempty"`
+	AllowNoTPM        *bool                  `json:"allow_no_tpm,omitempty"`
+	AllowSimulatedTPM *bool                  `json:"allow_simulated_tpm,omitempty"`
+	CertTTL           *string                `json:"cert_ttl,omitempty"`
+	Attestation       *FleetAttestationPatch `json:"attestation,omitempty"`
+}
+
+// FleetAttestationPatch changes an attestation policy: nil fields keep
+// their value; an empty interval, PCR list or kind list restores the
+// default; Rules, when set, replace all rules.
+type FleetAttestationPatch struct {
+	Interval          *string          `json:"interval,omitempty"`
+	PCRs              *[]int           `json:"pcrs,omitempty"`
+	Rules             *map[int]PCRRule `json:"rules,omitempty"`
+	AllowedKinds      *[]string        `json:"allowed_kinds,omitempty"`
+	RevokeOnUntrusted *bool            `json:"revoke_on_untrusted,omitempty"`
 }
 
 // Fleet is a group of devices under one enrollment policy.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/go-tpm/tpmutil"
 )
@@ -67,16 +68,29 @@ func OpenDevice(path string) (*Device, error) {
 // TPM command stream, not the framed Microsoft-simulator protocol that
 // go-tpm's tpm2/transport/tcp speaks, so this uses a small connection that
 // frames responses by the size in their header.
+//
+// swtpm serves one client at a time, so the Device connects for each
+// command and lets go after its response: tpm2-tools (tpm2_pcrextend on a
+// running device, say) can use the same swtpm meanwhile. OpenSWTPM connects
+// once to fail early when nothing listens at addr.
 func OpenSWTPM(addr string) (*Device, error) {
 	network, address := "tcp", strings.TrimPrefix(addr, "tcp://")
 	if rest, ok := strings.CutPrefix(addr, "unix://"); ok {
 		network, address = "unix", rest
 	}
-	conn, err := net.Dial(network, address)
-	if err != nil {
-		return nil, fmt.Errorf("connect to swtpm %s: %w", addr, err)
+	dial := func() (net.Conn, error) {
+		c, err := net.DialTimeout(network, address, 10*time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("connect to swtpm %s: %w", addr, err)
+		}
+		return c, nil
 	}
-	return New(newStreamConn(conn), KindSWTPM), nil
+	probe, err := dial()
+	if err != nil {
+		return nil, err
+	}
+	_ = probe.Close()
+	return New(newDialingStreamConn(dial), KindSWTPM), nil
 }
 
 // Kind returns the kind given when the Device was opened.

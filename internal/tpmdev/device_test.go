@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"testing"
+	"time"
 
 	"github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/legacy/tpm2/credactivation"
@@ -253,4 +254,47 @@ func verifyECDSA(t *testing.T, pub crypto.PublicKey, msg, tpmtSig []byte) {
 	if !ecdsa.Verify(pub.(*ecdsa.PublicKey), digest[:], sig.ECC.R, sig.ECC.S) {
 		t.Fatal("AK signature does not verify")
 	}
+}
+
+// TestSWTPMShared: two clients use one swtpm at once — swtpm serves one
+// connection at a time, so a Device that held its connection would block
+// the other (as it blocked tpm2_pcrextend on a running agent). The first
+// Device's AK, loaded before the second extends a PCR, still quotes
+// afterwards, and the quote shows the extension.
+func TestSWTPMShared(t *testing.T) {
+	s := tpmdevtest.StartSWTPM(t)
+	agent := s.Open(t)
+	ak, err := agent.AK()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ak.Close()
+	before, err := agent.ReadPCRs(tpm2.AlgSHA256, []int{16})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	other := s.Open(t) // would hang if agent held the only connection
+	digest := sha256.Sum256([]byte("tpm2_pcrextend by someone else"))
+	done := make(chan error, 1)
+	go func() { done <- other.ExtendPCR(16, tpm2.AlgSHA256, digest[:]) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a second client could not use swtpm while the first Device was open")
+	}
+
+	nonce := []byte("nonce after the other client's extend")
+	q, err := agent.Quote(ak, tpm2.AlgSHA256, []int{16}, nonce)
+	if err != nil {
+		t.Fatalf("quote with the AK loaded before the other client's commands: %v", err)
+	}
+	want := sha256.Sum256(append(bytes.Clone(before[16]), digest[:]...))
+	if got := q.PCRs[16]; !bytes.Equal(got, want[:]) {
+		t.Fatalf("quoted PCR 16 = %x, want %x (extended by the other client)", got, want)
+	}
+	verifyECDSA(t, ak.Public(), q.Attest, q.Signature)
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -123,12 +124,13 @@ func runCRUD(t *testing.T, c *client) {
 	// Fleets.
 	var edge, lab api.Fleet
 	c.call("POST", "/api/v1/fleets", "/api/v1/fleets", admin, api.FleetCreate{Name: "edge"}, 201, &edge)
-	if edge.Policy != (api.FleetPolicy{CertTTL: "24h"}) || !store.ValidID(store.PrefixFleet, edge.ID) {
+	defAtt := api.FleetAttestation{PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7}, AllowedKinds: []string{"hardware"}}
+	if !reflect.DeepEqual(edge.Policy, api.FleetPolicy{CertTTL: "24h", Attestation: defAtt}) || !store.ValidID(store.PrefixFleet, edge.ID) {
 		t.Errorf("edge = %+v", edge)
 	}
 	ttl90 := "90d"
 	c.call("POST", "/api/v1/fleets", "/api/v1/fleets", admin, api.FleetCreate{Name: "lab", Policy: &api.FleetPolicyPatch{AllowNoTPM: &yes, CertTTL: &ttl90}}, 201, &lab)
-	if lab.Policy != (api.FleetPolicy{AllowNoTPM: true, CertTTL: "2160h"}) {
+	if !reflect.DeepEqual(lab.Policy, api.FleetPolicy{AllowNoTPM: true, CertTTL: "2160h", Attestation: defAtt}) {
 		t.Errorf("lab = %+v", lab)
 	}
 	c.wantError("POST", "/api/v1/fleets", "/api/v1/fleets", admin, api.FleetCreate{Name: "edge"}, 409, "CONFLICT")
@@ -154,8 +156,54 @@ func runCRUD(t *testing.T, c *client) {
 	c.wantError("GET", "/api/v1/fleets/{fleet}", "/api/v1/fleets/nope", admin, nil, 404, "NOT_FOUND")
 	ttl48 := "48h"
 	c.call("PATCH", "/api/v1/fleets/{fleet}", "/api/v1/fleets/lab", admin, api.FleetPatch{Policy: &api.FleetPolicyPatch{CertTTL: &ttl48}}, 200, &f)
-	if f.Policy != (api.FleetPolicy{AllowNoTPM: true, CertTTL: "48h"}) {
+	if !reflect.DeepEqual(f.Policy, api.FleetPolicy{AllowNoTPM: true, CertTTL: "48h", Attestation: defAtt}) {
 		t.Errorf("patched policy = %+v (absent fields must keep their value)", f.Policy)
+	}
+
+	// The attestation policy: set, shown, partially patched, reset.
+	interval, pcrs, yes2 := "10s", []int{7, 0, 7}, true
+	golden := strings.Repeat("ab", 32)
+	rules := map[int]api.PCRRule{7: {Mode: "golden", Allow: []string{golden}}}
+	c.call("PATCH", "/api/v1/fleets/{fleet}", "/api/v1/fleets/lab", admin, api.FleetPatch{Policy: &api.FleetPolicyPatch{
+		AllowSimulatedTPM: &yes2,
+		Attestation:       &api.FleetAttestationPatch{Interval: &interval, PCRs: &pcrs, Rules: &rules, RevokeOnUntrusted: &yes2},
+	}}, 200, &f)
+	wantAtt := api.FleetAttestation{Interval: "10s", PCRs: []int{0, 7}, Rules: rules, AllowedKinds: []string{"hardware", "swtpm", "simulated"}, RevokeOnUntrusted: true}
+	if !reflect.DeepEqual(f.Policy.Attestation, wantAtt) {
+		t.Errorf("attestation policy = %+v, want %+v", f.Policy.Attestation, wantAtt)
+	}
+	hw := []string{"hardware"}
+	c.call("PATCH", "/api/v1/fleets/{fleet}", "/api/v1/fleets/lab", admin, api.FleetPatch{Policy: &api.FleetPolicyPatch{
+		Attestation: &api.FleetAttestationPatch{AllowedKinds: &hw},
+	}}, 200, &f)
+	wantAtt.AllowedKinds = hw
+	if !reflect.DeepEqual(f.Policy.Attestation, wantAtt) {
+		t.Errorf("after allowed_kinds only: %+v, want %+v", f.Policy.Attestation, wantAtt)
+	}
+	for name, bad := range map[string]api.FleetAttestationPatch{
+		"interval below 1s":       {Interval: ptrTo("500ms")},
+		"interval not a duration": {Interval: ptrTo("often")},
+		"PCR out of range":        {PCRs: &[]int{0, 24}},
+		"rule for an unselected":  {Rules: &map[int]api.PCRRule{3: {Mode: "baseline"}}},
+		"golden without allow":    {Rules: &map[int]api.PCRRule{7: {Mode: "golden"}}},
+		"golden not a digest":     {Rules: &map[int]api.PCRRule{7: {Mode: "golden", Allow: []string{"abcd"}}}},
+		"unknown mode":            {Rules: &map[int]api.PCRRule{7: {Mode: "any"}}},
+		"unknown kind":            {AllowedKinds: &[]string{"emulated"}},
+		"selection drops a rule":  {PCRs: &[]int{0}},
+	} {
+		raw := c.call("PATCH", "/api/v1/fleets/{fleet}", "/api/v1/fleets/lab", admin, api.FleetPatch{Policy: &api.FleetPolicyPatch{Attestation: &bad}}, 400, nil)
+		if errCode(raw) != "BAD_REQUEST" || !strings.Contains(string(raw), "attestation") {
+			t.Errorf("%s: error %s does not name the attestation policy", name, raw)
+		}
+	}
+	empty, none := "", []int{}
+	f = api.Fleet{} // Unmarshal merges into maps
+	c.call("PATCH", "/api/v1/fleets/{fleet}", "/api/v1/fleets/lab", admin, api.FleetPatch{Policy: &api.FleetPolicyPatch{
+		Attestation: &api.FleetAttestationPatch{Interval: &empty, PCRs: &none, Rules: &map[int]api.PCRRule{}, AllowedKinds: &[]string{}},
+	}}, 200, &f)
+	wantAtt = api.FleetAttestation{PCRs: defAtt.PCRs, AllowedKinds: []string{"hardware", "swtpm", "simulated"}, RevokeOnUntrusted: true}
+	if !reflect.DeepEqual(f.Policy.Attestation, wantAtt) {
+		t.Errorf("after reset: %+v, want %+v", f.Policy.Attestation, wantAtt)
 	}
 	c.wantError("PATCH", "/api/v1/fleets/{fleet}", "/api/v1/fleets/lab", admin, map[string]any{}, 400, "BAD_REQUEST")
 
@@ -334,8 +382,8 @@ func runCRUD(t *testing.T, c *client) {
 		}
 	}
 	wantActions := "operator.create operator.update operator.update operator.delete operator.create api_key.create api_key.revoke " +
-		"fleet.create fleet.create fleet.update enrollment_token.create enrollment_token.create enrollment_token.delete " +
-		"device.update device.revoke device.delete fleet.delete mqtt_credentials.issue"
+		"fleet.create fleet.create fleet.update fleet.update fleet.update fleet.update enrollment_token.create enrollment_token.create enrollment_token.delete " +
+		"device.update device.attest device.revoke device.delete fleet.delete mqtt_credentials.issue"
 	if strings.Join(actions, " ") != wantActions {
 		t.Errorf("audit actions:\n got %s\nwant %s", strings.Join(actions, " "), wantActions)
 	}
@@ -410,3 +458,5 @@ func checkOperatorCert(t *testing.T, c *client, creds api.MQTTCredentials) {
 		t.Errorf("operator certificate URIs = %v", cert.URIs)
 	}
 }
+
+func ptrTo[T any](v T) *T { return &v }

@@ -252,6 +252,14 @@ func (a *handler) attestDevice(w http.ResponseWriter, r *http.Request) error {
 	if pcrs == nil {
 		pcrs = []int{}
 	}
+	// The challenge is out; the audit records who asked for it (a failure
+	// to record is an error the caller sees, though the device may answer).
+	err = a.mutate(r, "device.attest", func(*store.Tx, principal) (change, error) {
+		return change{target: d.ID, details: map[string]any{"challenge_id": c.ID, "pcrs": pcrs}}, nil
+	})
+	if err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusAccepted, AttestChallengeSent{ChallengeID: c.ID, Device: d.ID, PCRs: pcrs,
 		IssuedAt: c.IssuedAt.UTC(), ExpiresAt: c.ExpiresAt.UTC()})
 	return nil

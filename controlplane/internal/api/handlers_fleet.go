@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/attest"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
 )
 
@@ -53,6 +55,41 @@ func applyPolicy(base store.FleetPolicy, patch *FleetPolicyPatch) (store.FleetPo
 		}
 		base.CertTTL = store.Duration(d)
 	}
+	if a := patch.Attestation; a != nil {
+		att := base.Attestation
+		if a.Interval != nil {
+			att.Interval = 0
+			if *a.Interval != "" {
+				d, err := durationField("policy.attestation.interval", *a.Interval, MinAttestationInterval, MaxAttestationInterval)
+				if err != nil {
+					return store.FleetPolicy{}, err
+				}
+				att.Interval = store.Duration(d)
+			}
+		}
+		if a.PCRs != nil {
+			att.PCRs = slices.Clone(*a.PCRs)
+		}
+		if a.Rules != nil {
+			att.Rules = nil
+			for i, r := range *a.Rules {
+				if att.Rules == nil {
+					att.Rules = map[int]attest.PCRRule{}
+				}
+				att.Rules[i] = attest.PCRRule{Mode: r.Mode, Allow: slices.Clone(r.Allow)}
+			}
+		}
+		if a.AllowedKinds != nil {
+			att.AllowedKinds = slices.Clone(*a.AllowedKinds)
+		}
+		if a.RevokeOnUntrusted != nil {
+			att.RevokeOnUntrusted = *a.RevokeOnUntrusted
+		}
+		base.Attestation = att
+	}
+	if err := base.VerifierPolicy().Validate(); err != nil {
+		return store.FleetPolicy{}, badRequest("field \"policy.attestation\": %v", err)
+	}
 	return base, nil
 }
 
@@ -61,7 +98,8 @@ func policyDetails(p store.FleetPolicy) map[string]any {
 	if ttl == 0 {
 		ttl = DefaultCertTTL
 	}
-	return map[string]any{"allow_no_tpm": p.AllowNoTPM, "allow_simulated_tpm": p.AllowSimulatedTPM, "cert_ttl": FormatDuration(ttl)}
+	return map[string]any{"allow_no_tpm": p.AllowNoTPM, "allow_simulated_tpm": p.AllowSimulatedTPM, "cert_ttl": FormatDuration(ttl),
+		"attestation": newFleetAttestation(p)}
 }
 
 func (a *handler) listFleets(w http.ResponseWriter, r *http.Request) error {

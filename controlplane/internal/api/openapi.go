@@ -70,6 +70,23 @@ func schemas() obj {
 		"allow_simulated_tpm": boolean("software TPMs (swtpm, the simulator) may enroll: development and tests only"),
 		"cert_ttl":            str("device certificate lifetime, 1h to 90d (Go duration, or whole days as \"90d\"); default 24h"),
 	}
+	pcrRule := object("", []string{"mode"}, obj{
+		"mode":  enum("golden: the PCR must equal one of allow; baseline: the value recorded at the device's first trusted quote", "golden", "baseline"),
+		"allow": arrayOf(str("hex SHA-256 digest")),
+	})
+	attestation := obj{
+		"interval": str("challenge interval, 1s to 24h, jittered ±10 %; \"\" is the control plane's attestation.interval (default 1m)"),
+		"pcrs":     arrayOf(obj{"type": "integer", "minimum": 0, "maximum": 23, "description": "SHA-256 PCR index"}),
+		"rules": obj{"type": "object", "description": "rule per PCR index (\"7\"); a selected PCR without one is checked against the baseline",
+			"additionalProperties": pcrRule},
+		"allowed_kinds":       arrayOf(enum("TPM kinds that can be trusted; default hardware, plus swtpm and simulated when allow_simulated_tpm", "hardware", "swtpm", "simulated")),
+		"revoke_on_untrusted": boolean("revoke the device (certificates, broker session) when its verdict turns untrusted; stale devices are only quarantined"),
+	}
+	policyShown := obj{"attestation": object("", []string{"interval", "pcrs", "allowed_kinds", "revoke_on_untrusted"}, attestation)}
+	policyPatch := obj{"attestation": object("absent fields keep their value; an empty interval, pcrs or allowed_kinds restores the default; rules replace all rules", []string{}, attestation)}
+	for k, v := range policy {
+		policyShown[k], policyPatch[k] = v, v
+	}
 	apiKeyProps := obj{
 		"id":           str("key-…"),
 		"name":         str(""),
@@ -125,8 +142,8 @@ func schemas() obj {
 			"operator_id": str("default: the caller's operator"),
 			"expires_in":  str("lifetime, 1m to 5 years (\"720h\", \"90d\"); absent: never expires"),
 		}),
-		"FleetPolicy":      object("", []string{"allow_no_tpm", "allow_simulated_tpm", "cert_ttl"}, policy),
-		"FleetPolicyPatch": object("absent fields keep their value (on create: the default)", []string{}, policy),
+		"FleetPolicy":      object("", []string{"allow_no_tpm", "allow_simulated_tpm", "cert_ttl", "attestation"}, policyShown),
+		"FleetPolicyPatch": object("absent fields keep their value (on create: the default)", []string{}, policyPatch),
 		"Fleet": object("", []string{"id", "name", "policy", "created_at"}, obj{
 			"id": str("flt-…"), "name": str(""), "policy": ref("FleetPolicy"), "created_at": dateTime(""),
 		}),

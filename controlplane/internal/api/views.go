@@ -98,17 +98,51 @@ type APIKeyCreated struct {
 // FleetPolicy is a fleet's enrollment policy. CertTTL is a duration in Go
 // syntax ("24h"); input also accepts whole days ("90d").
 type FleetPolicy struct {
-	AllowNoTPM        bool   `json:"allow_no_tpm"`
-	AllowSimulatedTPM bool   `json:"allow_simulated_tpm"`
-	CertTTL           string `json:"cert_ttl"`
+	AllowNoTPM        bool             `json:"allow_no_tpm"`
+	AllowSimulatedTPM bool             `json:"allow_simulated_tpm"`
+	CertTTL           string           `json:"cert_ttl"`
+	Attestation       FleetAttestation `json:"attestation"`
+}
+
+// FleetAttestation is a fleet's attestation policy as shown: the PCRs
+// quoted (SHA-256 bank), the rule of each PCR that is not checked against
+// the device's baseline, the TPM kinds that can be trusted, the challenge
+// interval ("" is the control plane's configured default) and whether an
+// untrusted verdict revokes the device.
+type FleetAttestation struct {
+	Interval          string          `json:"interval"`
+	PCRs              []int           `json:"pcrs"`
+	Rules             map[int]PCRRule `json:"rules,omitempty"`
+	AllowedKinds      []string        `json:"allowed_kinds"`
+	RevokeOnUntrusted bool            `json:"revoke_on_untrusted"`
+}
+
+// PCRRule is the rule of one PCR: "golden" (equal to one of Allow, hex
+// SHA-256 digests) or "baseline" (equal to the value recorded at the
+// device's first trusted quote).
+type PCRRule struct {
+	Mode  string   `json:"mode"`
+	Allow []string `json:"allow,omitempty"`
+}
+
+// FleetAttestationPatch changes a fleet's attestation policy: absent
+// fields keep their value; an empty interval, PCR list or kind list
+// restores the default, and rules, when present, replace all rules.
+type FleetAttestationPatch struct {
+	Interval          *string          `json:"interval,omitempty"`
+	PCRs              *[]int           `json:"pcrs,omitempty"`
+	Rules             *map[int]PCRRule `json:"rules,omitempty"`
+	AllowedKinds      *[]string        `json:"allowed_kinds,omitempty"`
+	RevokeOnUntrusted *bool            `json:"revoke_on_untrusted,omitempty"`
 }
 
 // FleetPolicyPatch is a policy in a request: absent fields keep their
 // value (on create: the default).
 type FleetPolicyPatch struct {
-	AllowNoTPM        *bool   `json:"allow_no_tpm,omitempty"`
-	AllowSimulatedTPM *bool   `json:"allow_simulated_tpm,omitempty"`
-	CertTTL           *string `json:"cert_ttl,omitempty"`
+	AllowNoTPM        *bool                  `json:"allow_no_tpm,omitempty"`
+	AllowSimulatedTPM *bool                  `json:"allow_simulated_tpm,omitempty"`
+	CertTTL           *string                `json:"cert_ttl,omitempty"`
+	Attestation       *FleetAttestationPatch `json:"attestation,omitempty"`
 }
 
 // Fleet is a group of devices under one policy.
@@ -127,8 +161,24 @@ func NewFleet(f store.Fleet) Fleet {
 	}
 	return Fleet{
 		ID: f.ID, Name: f.Name, CreatedAt: f.CreatedAt,
-		Policy: FleetPolicy{AllowNoTPM: f.Policy.AllowNoTPM, AllowSimulatedTPM: f.Policy.AllowSimulatedTPM, CertTTL: FormatDuration(ttl)},
+		Policy: FleetPolicy{AllowNoTPM: f.Policy.AllowNoTPM, AllowSimulatedTPM: f.Policy.AllowSimulatedTPM, CertTTL: FormatDuration(ttl),
+			Attestation: newFleetAttestation(f.Policy)},
 	}
+}
+
+func newFleetAttestation(p store.FleetPolicy) FleetAttestation {
+	v := p.VerifierPolicy()
+	out := FleetAttestation{PCRs: v.Selection(), AllowedKinds: v.AllowedKinds, RevokeOnUntrusted: p.Attestation.RevokeOnUntrusted}
+	if p.Attestation.Interval != 0 {
+		out.Interval = FormatDuration(time.Duration(p.Attestation.Interval))
+	}
+	if len(v.Rules) > 0 {
+		out.Rules = make(map[int]PCRRule, len(v.Rules))
+		for i, r := range v.Rules {
+			out.Rules[i] = PCRRule{Mode: r.Mode, Allow: r.Allow}
+		}
+	}
+	return out
 }
 
 // FleetCreate is the body of POST /api/v1/fleets.
@@ -258,12 +308,14 @@ func optTime(t time.Time) *time.Time {
 
 // Durations and limits of docs/api.md.
 const (
-	DefaultCertTTL  = 24 * time.Hour
-	MinCertTTL      = time.Hour
-	MaxCertTTL      = 90 * 24 * time.Hour
-	DefaultTokenTTL = time.Hour
-	MinTokenTTL     = time.Minute
-	MaxTokenTTL     = 7 * 24 * time.Hour
+	DefaultCertTTL         = 24 * time.Hour
+	MinAttestationInterval = time.Second
+	MaxAttestationInterval = 24 * time.Hour
+	MinCertTTL             = time.Hour
+	MaxCertTTL             = 90 * 24 * time.Hour
+	DefaultTokenTTL        = time.Hour
+	MinTokenTTL            = time.Minute
+	MaxTokenTTL            = 7 * 24 * time.Hour
 )
 
 // ParseDuration and FormatDuration are the wire forms of durations

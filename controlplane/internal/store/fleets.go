@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/attest"
 )
 
 // Fleet groups a tenant's devices under one enrollment and attestation
@@ -31,6 +33,38 @@ type FleetPolicy struct {
 	// CertTTL is the lifetime of device certificates; zero means the
 	// control plane's default.
 	CertTTL Duration `json:"cert_ttl,omitempty"`
+	// Attestation is the fleet's attestation policy; the zero value is the
+	// strict default (see FleetAttestation).
+	Attestation FleetAttestation `json:"attestation,omitzero"`
+}
+
+// FleetAttestation is a fleet's attestation policy: the verifier's PCR
+// policy and admitted TPM kinds (attest.Policy, inlined), how often the
+// fleet's devices are challenged, and whether an untrusted verdict revokes
+// the device.
+type FleetAttestation struct {
+	attest.Policy
+	// Interval between challenges of a device; zero means the control
+	// plane's configured attestation.interval.
+	Interval Duration `json:"interval,omitempty"`
+	// RevokeOnUntrusted revokes a device (its certificates, its broker
+	// session) when its verdict turns untrusted; a stale device is only
+	// quarantined, since silence may be the network's fault.
+	RevokeOnUntrusted bool `json:"revoke_on_untrusted,omitempty"`
+}
+
+// VerifierPolicy returns the fleet's attestation policy for the verifier:
+// without explicit allowed kinds, hardware TPMs, plus swtpm and simulated
+// ones when the fleet admits simulated TPMs.
+func (p FleetPolicy) VerifierPolicy() attest.Policy {
+	v := p.Attestation.Policy
+	if len(v.AllowedKinds) == 0 {
+		v.AllowedKinds = []string{string(TPMHardware)}
+		if p.AllowSimulatedTPM {
+			v.AllowedKinds = append(v.AllowedKinds, string(TPMSoftware), string(TPMSimulator))
+		}
+	}
+	return v
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration

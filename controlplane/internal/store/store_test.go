@@ -7,10 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/attest"
 )
 
 func TestParseDSN(t *testing.T) {
@@ -472,13 +475,28 @@ func TestFleets(t *testing.T) {
 		policy := FleetPolicy{AllowNoTPM: false, AllowSimulatedTPM: true, CertTTL: Duration(90 * time.Minute)}
 		name := "lab-2"
 		up, err := s.UpdateFleet(ctx, "acme", lab.ID, FleetUpdate{Name: &name, Policy: &policy})
-		if err != nil || up.Name != "lab-2" || up.Policy != policy {
+		if err != nil || up.Name != "lab-2" || !reflect.DeepEqual(up.Policy, policy) {
 			t.Fatalf("UpdateFleet = %+v, %v", up, err)
 		}
 		var raw string
 		s.readDB.QueryRow(s.dialect.rebind(`SELECT policy FROM fleets WHERE id = ?`), lab.ID).Scan(&raw)
 		if raw != `{"allow_simulated_tpm":true,"cert_ttl":"1h30m0s"}` {
-			t.Errorf("stored policy %s", raw)
+			t.Errorf("stored policy %s (a default attestation policy is not written)", raw)
+		}
+		policy.Attestation = FleetAttestation{Interval: Duration(10 * time.Second), RevokeOnUntrusted: true,
+			Policy: attest.Policy{PCRs: []int{0, 7}, Rules: map[int]attest.PCRRule{7: {Mode: attest.ModeGolden, Allow: []string{strings.Repeat("ab", 32)}}},
+				AllowedKinds: []string{"hardware"}}}
+		if up, err = s.UpdateFleet(ctx, "acme", lab.ID, FleetUpdate{Policy: &policy}); err != nil || !reflect.DeepEqual(up.Policy, policy) {
+			t.Fatalf("UpdateFleet(attestation) = %+v, %v", up, err)
+		}
+		if got, err := s.GetFleet(ctx, "acme", lab.ID); err != nil || !reflect.DeepEqual(got.Policy, policy) {
+			t.Fatalf("attestation policy read back %+v, %v; want %+v", got.Policy, err, policy)
+		}
+		if v := policy.VerifierPolicy(); !slices.Equal(v.AllowedKinds, []string{"hardware"}) {
+			t.Errorf("explicit kinds replaced: %v", v.AllowedKinds)
+		}
+		if v := (FleetPolicy{AllowSimulatedTPM: true}).VerifierPolicy(); !slices.Equal(v.AllowedKinds, []string{"hardware", "swtpm", "simulated"}) {
+			t.Errorf("default kinds with simulated TPMs: %v", v.AllowedKinds)
 		}
 		list, err := s.ListFleets(ctx, "acme")
 		if err != nil || len(list) != 2 || list[0].Name != "edge" || list[1].Name != "lab-2" {

@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -125,6 +126,40 @@ func TestOperatorJourney(t *testing.T) {
 	}
 	if out := mustRun(t, e, "fleet", "list"); !strings.Contains(out, fleet.ID) {
 		t.Fatalf("fleet list:\n%s", out)
+	}
+
+	// The attestation policy from flags; flags not given keep their value.
+	golden := strings.Repeat("AB", 32)
+	mustJSON(t, mustRun(t, e, "fleet", "update", "jetsons", "--attest-interval", "10s", "--attest-pcrs", "0,7,16",
+		"--attest-golden", "7="+golden, "--revoke-on-untrusted", "-o", "json"), &fleet)
+	att := fleet.Policy.Attestation
+	if att.Interval != "10s" || !slices.Equal(att.PCRs, []int{0, 7, 16}) || !att.RevokeOnUntrusted || len(att.Rules) != 1 ||
+		att.Rules[7].Mode != client.PCRGolden || !slices.Equal(att.Rules[7].Allow, []string{strings.ToLower(golden)}) ||
+		!slices.Equal(att.AllowedKinds, []string{"hardware", "swtpm", "simulated"}) || !fleet.Policy.AllowNoTPM {
+		t.Fatalf("attestation policy %+v", fleet.Policy)
+	}
+	if out := mustRun(t, e, "fleet", "get", "jetsons"); !strings.Contains(out, "PCR 7 golden") || !strings.Contains(out, "0,7*,16") {
+		t.Fatalf("fleet get:\n%s", out)
+	}
+	fleet = client.Fleet{} // decoding merges into maps
+	mustJSON(t, mustRun(t, e, "fleet", "update", "jetsons", "--attest-golden", "none", "--attest-tpm-kinds", "hardware", "-o", "json"), &fleet)
+	if att := fleet.Policy.Attestation; len(att.Rules) != 0 || att.Interval != "10s" || !slices.Equal(att.AllowedKinds, []string{"hardware"}) {
+		t.Fatalf("after clearing the rules: %+v", att)
+	}
+	for _, bad := range [][]string{
+		{"--attest-golden", "7=abcd"},      // not a SHA-256 digest: the server says so
+		{"--attest-pcrs", "0,24"},          // out of range
+		{"--attest-interval", "100ms"},     // below 1s
+		{"--attest-tpm-kinds", "emulated"}, // not a kind
+		{"--attest-golden", "3=" + golden}, // PCR 3 not selected
+	} {
+		r := run(t, e, "", append([]string{"fleet", "update", "jetsons"}, bad...)...)
+		if r.code != 1 || !strings.Contains(r.stderr, "attestation") {
+			t.Errorf("fleet update %v: exit %d, stderr %q (want 1 naming the attestation policy)", bad, r.code, r.stderr)
+		}
+	}
+	if r := run(t, e, "", "fleet", "update", "jetsons", "--attest-golden", "seven"); r.code != 2 || !strings.Contains(r.stderr, "PCR=HEX") {
+		t.Errorf("--attest-golden seven: exit %d, stderr %q", r.code, r.stderr)
 	}
 
 	out := mustRun(t, e, "token", "create", "jetsons", "--ttl", "30m")

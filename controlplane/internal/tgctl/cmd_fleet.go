@@ -2,6 +2,8 @@ package tgctl
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -11,11 +13,74 @@ import (
 // Fleets and their enrollment tokens.
 
 func fleetTable(t *tableWriter, fleets []client.Fleet) {
-	t.row("ID", "NAME", "NO TPM", "SIMULATED TPM", "CERT TTL", "CREATED")
+	t.row("ID", "NAME", "NO TPM", "SIMULATED TPM", "CERT TTL", "ATTESTATION", "CREATED")
 	for _, f := range fleets {
 		p := f.Policy
-		t.row(f.ID, f.Name, yesNo(p.AllowNoTPM), yesNo(p.AllowSimulatedTPM), p.CertTTL, ts(f.CreatedAt))
+		t.row(f.ID, f.Name, yesNo(p.AllowNoTPM), yesNo(p.AllowSimulatedTPM), p.CertTTL, attestSummary(p.Attestation), ts(f.CreatedAt))
 	}
+}
+
+// fleetDetail shows one fleet with its whole policy.
+func fleetDetail(t *tableWriter, f client.Fleet) {
+	p, a := f.Policy, f.Policy.Attestation
+	t.kv("ID", f.ID)
+	t.kv("Name", f.Name)
+	t.kv("Created", ts(f.CreatedAt))
+	t.kv("Devices without TPM", yesNo(p.AllowNoTPM))
+	t.kv("Simulated TPMs", yesNo(p.AllowSimulatedTPM))
+	t.kv("Certificate TTL", p.CertTTL)
+	t.kv("Attest every", orDefault(a.Interval))
+	t.kv("PCRs (SHA-256)", pcrList(a))
+	for _, i := range a.PCRs {
+		if r, ok := a.Rules[i]; ok && r.Mode == client.PCRGolden {
+			t.kv(fmt.Sprintf("PCR %d golden", i), strings.Join(r.Allow, " "))
+		}
+	}
+	t.kv("Trusted TPM kinds", strings.Join(a.AllowedKinds, ", "))
+	t.kv("Revoke untrusted", yesNo(a.RevokeOnUntrusted))
+}
+
+func orDefault(s string) string {
+	if s == "" {
+		return "default"
+	}
+	return s
+}
+
+// attestSummary is the attestation column of the fleet list: interval,
+// PCRs (golden ones starred), and "revoke" with revoke_on_untrusted.
+func attestSummary(a client.FleetAttestation) string {
+	s := orDefault(a.Interval) + " pcr " + pcrList(a)
+	if a.RevokeOnUntrusted {
+		s += " revoke"
+	}
+	return s
+}
+
+// pcrList renders the selection with runs collapsed and golden PCRs
+// starred: "0-6,7*,16".
+func pcrList(a client.FleetAttestation) string {
+	golden := func(i int) bool { r, ok := a.Rules[i]; return ok && r.Mode == client.PCRGolden }
+	var parts []string
+	for i := 0; i < len(a.PCRs); {
+		j := i
+		for j+1 < len(a.PCRs) && a.PCRs[j+1] == a.PCRs[j]+1 && !golden(a.PCRs[j]) && !golden(a.PCRs[j+1]) {
+			j++
+		}
+		s := strconv.Itoa(a.PCRs[i])
+		if j > i {
+			s += "-" + strconv.Itoa(a.PCRs[j])
+		}
+		if golden(a.PCRs[i]) {
+			s += "*"
+		}
+		parts = append(parts, s)
+		i = j + 1
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ",")
 }
 
 // policyFlags are the fleet policy's flags; only those given on the command
@@ -23,6 +88,12 @@ func fleetTable(t *tableWriter, fleets []client.Fleet) {
 type policyFlags struct {
 	noTPM, simTPM bool
 	certTTL       *durationFlag
+
+	attestEvery  *durationFlag
+	pcrs         []int
+	golden       []string
+	kinds        []string
+	revokeOnFail bool
 }
 
 func (p *policyFlags) register(cmd *cobra.Command) {
@@ -31,10 +102,16 @@ func (p *policyFlags) register(cmd *cobra.Command) {
 	f.BoolVar(&p.simTPM, "allow-simulated-tpm", false, "admit devices with a simulated TPM (development only)")
 	p.certTTL = newDurationFlag("")
 	f.Var(p.certTTL, "cert-ttl", "lifetime of device certificates, e.g. 24h or 7d (server default 24h)")
+	p.attestEvery = newDurationFlag("")
+	f.Var(p.attestEvery, "attest-interval", "how often devices are challenged, 1s to 24h (\"\": the control plane's default, 1m)")
+	f.IntSliceVar(&p.pcrs, "attest-pcrs", nil, "SHA-256 PCRs to quote, e.g. 0,2,4,7 (empty: the default 0-7)")
+	f.StringArrayVar(&p.golden, "attest-golden", nil, "PCR=HEX[,HEX…]: the PCR must equal one of these SHA-256 digests (repeatable; replaces all rules; \"none\" clears them); other PCRs must equal the device's baseline")
+	f.StringSliceVar(&p.kinds, "attest-tpm-kinds", nil, "TPM kinds that can be trusted: hardware, swtpm, simulated (empty: hardware, plus the software kinds with --allow-simulated-tpm)")
+	f.BoolVar(&p.revokeOnFail, "revoke-on-untrusted", false, "revoke a device whose verdict turns untrusted (stale devices are only quarantined)")
 }
 
 // patch returns the policy fields whose flags were given, or nil.
-func (p *policyFlags) patch(cmd *cobra.Command) *client.FleetPolicyPatch {
+func (p *policyFlags) patch(cmd *cobra.Command) (*client.FleetPolicyPatch, error) {
 	f := cmd.Flags()
 	var pp client.FleetPolicyPatch
 	changed := false
@@ -48,10 +125,57 @@ func (p *policyFlags) patch(cmd *cobra.Command) *client.FleetPolicyPatch {
 		ttl := p.certTTL.String()
 		pp.CertTTL, changed = &ttl, true
 	}
-	if !changed {
-		return nil
+	var ap client.FleetAttestationPatch
+	attChanged := false
+	if f.Changed("attest-interval") {
+		every := p.attestEvery.String()
+		ap.Interval, attChanged = &every, true
 	}
-	return &pp
+	if f.Changed("attest-pcrs") {
+		pcrs := append([]int{}, p.pcrs...)
+		ap.PCRs, attChanged = &pcrs, true
+	}
+	if f.Changed("attest-golden") {
+		rules, err := goldenRules(p.golden)
+		if err != nil {
+			return nil, err
+		}
+		ap.Rules, attChanged = &rules, true
+	}
+	if f.Changed("attest-tpm-kinds") {
+		kinds := append([]string{}, p.kinds...)
+		ap.AllowedKinds, attChanged = &kinds, true
+	}
+	if f.Changed("revoke-on-untrusted") {
+		ap.RevokeOnUntrusted, attChanged = &p.revokeOnFail, true
+	}
+	if attChanged {
+		pp.Attestation, changed = &ap, true
+	}
+	if !changed {
+		return nil, nil
+	}
+	return &pp, nil
+}
+
+// goldenRules parses --attest-golden values: PCR=HEX[,HEX…], or "none".
+func goldenRules(vals []string) (map[int]client.PCRRule, error) {
+	rules := map[int]client.PCRRule{}
+	for _, v := range vals {
+		if v == "none" {
+			continue
+		}
+		idx, digests, ok := strings.Cut(v, "=")
+		i, err := strconv.Atoi(idx)
+		if !ok || err != nil || digests == "" {
+			return nil, usagef("--attest-golden %q: want PCR=HEX[,HEX…], e.g. 7=%s", v, strings.Repeat("0", 64))
+		}
+		r := rules[i]
+		r.Mode = client.PCRGolden
+		r.Allow = append(r.Allow, strings.Split(strings.ToLower(digests), ",")...)
+		rules[i] = r
+	}
+	return rules, nil
 }
 
 func (a *App) fleetCmd() *cobra.Command {
@@ -78,7 +202,11 @@ func (a *App) fleetCmd() *cobra.Command {
 		Short: "Create a fleet",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			in := client.FleetCreate{Name: args[0], Policy: createPol.patch(cmd)}
+			pp, err := createPol.patch(cmd)
+			if err != nil {
+				return err
+			}
+			in := client.FleetCreate{Name: args[0], Policy: pp}
 			c, _, err := a.client()
 			if err != nil {
 				return err
@@ -87,7 +215,7 @@ func (a *App) fleetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.render(f, func(t *tableWriter) { fleetTable(t, []client.Fleet{f}) })
+			return a.render(f, func(t *tableWriter) { fleetDetail(t, f) })
 		},
 	}
 	createPol.register(create)
@@ -104,7 +232,7 @@ func (a *App) fleetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.render(f, func(t *tableWriter) { fleetTable(t, []client.Fleet{f}) })
+			return a.render(f, func(t *tableWriter) { fleetDetail(t, f) })
 		},
 	}
 	var updatePol policyFlags
@@ -113,9 +241,12 @@ func (a *App) fleetCmd() *cobra.Command {
 		Short: "Change a fleet's policy (flags not given keep their value)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			pp := updatePol.patch(cmd)
+			pp, err := updatePol.patch(cmd)
+			if err != nil {
+				return err
+			}
 			if pp == nil {
-				return usagef("nothing to update: pass --allow-no-tpm, --allow-simulated-tpm or --cert-ttl")
+				return usagef("nothing to update: pass a policy flag (see --help)")
 			}
 			c, _, err := a.client()
 			if err != nil {
@@ -125,7 +256,7 @@ func (a *App) fleetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.render(f, func(t *tableWriter) { fleetTable(t, []client.Fleet{f}) })
+			return a.render(f, func(t *tableWriter) { fleetDetail(t, f) })
 		},
 	}
 	updatePol.register(update)

@@ -24,8 +24,8 @@ type fakeServer struct {
 // them.
 var fixtures = map[string]string{
 	"GET /api/v1/fleets": `[
- {"id":"flt-aaaaaaaaaaaaaaaaaaaa","name":"jetsons","policy":{"allow_no_tpm":false,"allow_simulated_tpm":false,"cert_ttl":"24h"},"created_at":"2026-01-02T03:04:05Z"},
- {"id":"flt-bbbbbbbbbbbbbbbbbbbb","name":"lab-boxes","policy":{"allow_no_tpm":true,"allow_simulated_tpm":true,"cert_ttl":"1h30m"},"created_at":"2026-01-03T00:00:00Z"}]`,
+ {"id":"flt-aaaaaaaaaaaaaaaaaaaa","name":"jetsons","policy":{"allow_no_tpm":false,"allow_simulated_tpm":false,"cert_ttl":"24h","attestation":{"interval":"","pcrs":[0,1,2,3,4,5,6,7],"allowed_kinds":["hardware"],"revoke_on_untrusted":false}},"created_at":"2026-01-02T03:04:05Z"},
+ {"id":"flt-bbbbbbbbbbbbbbbbbbbb","name":"lab-boxes","policy":{"allow_no_tpm":true,"allow_simulated_tpm":true,"cert_ttl":"1h30m","attestation":{"interval":"10s","pcrs":[0,2,4,7,16],"rules":{"7":{"mode":"golden","allow":["abababababababababababababababababababababababababababababababab"]}},"allowed_kinds":["hardware","swtpm","simulated"],"revoke_on_untrusted":true}},"created_at":"2026-01-03T00:00:00Z"}]`,
 	"GET /api/v1/devices": `[
  {"id":"dev-aaaaaaaaaaaaaaaaaaaa","fleet_id":"flt-aaaaaaaaaaaaaaaaaaaa","name":"jetson-01","labels":{"site":"berlin","rack":"r7"},"device_type":"jetson-orin","tpm_kind":"hardware","ek_fingerprint":"sha256:ab","cert_serial":"1f","cert_not_after":"2026-01-03T03:04:05Z","status":"enrolled","online":true,"quarantined":true,"last_seen_at":"2026-01-02T10:00:00Z","created_at":"2026-01-02T03:04:05Z"},
  {"id":"dev-bbbbbbbbbbbbbbbbbbbb","fleet_id":"flt-bbbbbbbbbbbbbbbbbbbb","name":"box\tone","labels":{},"device_type":"x86","tpm_kind":"none","ek_fingerprint":"","cert_serial":"20","cert_not_after":null,"status":"revoked","online":false,"quarantined":false,"last_seen_at":null,"created_at":"2026-01-02T03:04:06Z"}]`,

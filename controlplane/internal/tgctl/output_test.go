@@ -88,7 +88,7 @@ func TestErrorRendering(t *testing.T) {
 		{[]string{"token", "create", "jetsons", "--ttl", "soon"}, 2, "tgctl: invalid argument \"soon\" for \"--ttl\" flag: \"soon\": want a duration such as 24h or whole days such as 7d\nRun 'tgctl token create --help' for usage.\n"},
 		{[]string{"operator", "create", "bob"}, 2, "tgctl: --role is required (viewer, operator or admin)\nRun 'tgctl operator create --help' for usage.\n"},
 		{[]string{"device", "label", "dev-1", "novalue"}, 2, "tgctl: label \"novalue\": want key=value, or key- to remove\nRun 'tgctl device label --help' for usage.\n"},
-		{[]string{"fleet", "update", "jetsons"}, 2, "tgctl: nothing to update: pass --allow-no-tpm, --allow-simulated-tpm or --cert-ttl\nRun 'tgctl fleet update --help' for usage.\n"},
+		{[]string{"fleet", "update", "jetsons"}, 2, "tgctl: nothing to update: pass a policy flag (see --help)\nRun 'tgctl fleet update --help' for usage.\n"},
 	} {
 		r := run(t, e, "", tt.args...)
 		if r.code != tt.wantCode || r.stderr != tt.wantStderr || r.stdout != "" {
