@@ -41,7 +41,7 @@
 // # Running
 //
 // New opens everything and binds nothing; Run runs the tasks — HTTP server,
-// CA refresher, broker, presence tracker — in one errgroup: the first error
+// CA refresher, broker, presence tracker, attestation — in one errgroup: the first error
 // cancels the rest, a panic in a task becomes its error, Ready (and systemd's
 // READY=1) comes only when every listener accepts connections, and when the
 // context ends (SIGTERM) the HTTP server drains within shutdown_timeout and
@@ -61,6 +61,19 @@
 // connection to an external broker — so MQTT watchers, also later
 // subscribers, stop seeing it online. If the device's Will lands after it,
 // the tracker publishes the revoked status again.
+//
+// Attestation: the attestation service challenges every device with a TPM
+// on its fleet's interval (store.FleetAttestation; attestation.interval by
+// default) with a database nonce on cmd/attest, verifies the evidence on
+// tg/v1/+/devices/+/attestation with internal/attest against the fleet's
+// policy, stores the verdict with the quarantine it calls for, appends
+// changes to the history, and publishes the verdict, retained, on the
+// fleet's attestation topic. Stale and unknown verdicts come from a sweep
+// on the same scan. Every stored verdict is published again when the
+// service first sees a device and after a reconnect to an external broker.
+// With revoke_on_untrusted an untrusted verdict revokes the device as the
+// API would, audited with actor "attestation". docs/attestation.md is the
+// operator's view.
 //
 // # External broker
 //
