@@ -23,6 +23,11 @@ type EnrollRequest struct {
 	TPMKind string `json:"tpm_kind"`
 	// TPM is the TPM evidence; absent exactly when TPMKind is "none".
 	TPM *TPMEvidence `json:"tpm,omitempty"`
+	// KEMPublic is the device's X-Wing public key (tgsp recipient
+	// encoding), the key package DEKs are granted to; its private part
+	// stays on the device, sealed by the TPM where there is one. Optional
+	// (devices without it get no key grants).
+	KEMPublic []byte `json:"kem_public,omitempty"`
 }
 
 // TPMEvidence is what the device's TPM produced for enrollment.

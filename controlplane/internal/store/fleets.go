@@ -237,13 +237,16 @@ type Device struct {
 	EKFingerprint string
 	EKPublic      []byte
 	AKPublic      []byte
-	CertSerial    string
-	CertNotAfter  time.Time
-	Status        DeviceStatus
-	LastSeenAt    time.Time
-	Online        bool
-	CreatedAt     time.Time
-	RevokedAt     time.Time
+	// KEMPublic is the device's X-Wing public key for package key grants
+	// (tgsp recipient encoding); nil when it has none.
+	KEMPublic    []byte
+	CertSerial   string
+	CertNotAfter time.Time
+	Status       DeviceStatus
+	LastSeenAt   time.Time
+	Online       bool
+	CreatedAt    time.Time
+	RevokedAt    time.Time
 	// Quarantined mirrors the device's attestation quarantine flag
 	// (SetQuarantined): a quarantined device gets no rollouts and no
 	// key releases. Read-only here.
@@ -276,10 +279,10 @@ func (o *ops) CreateDevice(ctx context.Context, tenant string, d Device) (Device
 	d.CertNotAfter = d.CertNotAfter.UTC().Truncate(time.Microsecond)
 	d.Labels = nonNil(d.Labels)
 	if _, err := o.exec(ctx, `INSERT INTO devices (id, tenant_id, fleet_id, name, labels, device_type, tpm_kind,
-		ek_fingerprint, ek_public, ak_public, cert_serial, cert_not_after, status, online, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		ek_fingerprint, ek_public, ak_public, kem_public, cert_serial, cert_not_after, status, online, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		d.ID, tenant, d.FleetID, d.Name, string(labels), d.DeviceType, string(d.TPMKind),
-		nullString(d.EKFingerprint), d.EKPublic, d.AKPublic, nullString(d.CertSerial), nullMicros(d.CertNotAfter),
+		nullString(d.EKFingerprint), d.EKPublic, d.AKPublic, d.KEMPublic, nullString(d.CertSerial), nullMicros(d.CertNotAfter),
 		string(d.Status), false, micros(d.CreatedAt)); err != nil {
 		return Device{}, fmt.Errorf("create device in fleet %s: %w", d.FleetID, mapInsertErr(err))
 	}
@@ -293,7 +296,7 @@ func nonNil(m map[string]string) map[string]string {
 	return m
 }
 
-const deviceCols = `id, tenant_id, fleet_id, name, labels, device_type, tpm_kind, ek_fingerprint, ek_public, ak_public,
+const deviceCols = `id, tenant_id, fleet_id, name, labels, device_type, tpm_kind, ek_fingerprint, ek_public, ak_public, kem_public,
 	cert_serial, cert_not_after, status, last_seen_at, online, created_at, revoked_at,
 	(SELECT a.quarantined FROM attestation_state a WHERE a.tenant_id = devices.tenant_id AND a.device_id = devices.id)`
 
@@ -304,7 +307,7 @@ func scanDevice(sc scanner) (Device, error) {
 	var notAfter, lastSeen, revoked sql.NullInt64
 	var created int64
 	var quarantined sql.NullBool
-	if err := sc.Scan(&d.ID, &d.Tenant, &d.FleetID, &d.Name, &labels, &d.DeviceType, &d.TPMKind, &ek, &d.EKPublic, &d.AKPublic,
+	if err := sc.Scan(&d.ID, &d.Tenant, &d.FleetID, &d.Name, &labels, &d.DeviceType, &d.TPMKind, &ek, &d.EKPublic, &d.AKPublic, &d.KEMPublic,
 		&serial, &notAfter, &d.Status, &lastSeen, &d.Online, &created, &revoked, &quarantined); err != nil {
 		return Device{}, mapErr(err)
 	}
