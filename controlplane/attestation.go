@@ -487,18 +487,29 @@ func (s *attestationService) scanDevice(ctx context.Context, k deviceKey, d stor
 	if !known {
 		first = now
 		s.seen[k] = now
-		s.due[k] = now // challenge a newly seen device at once
 	}
-	due := s.due[k]
-	if due.After(now.Add(interval)) {
-		due = now // the fleet's interval was shortened
-	}
+	due, scheduled := s.due[k]
 	republish := s.republished[k] != s.gen
 	s.mu.Unlock()
 
 	l := s.deviceLock(k)
 	l.Lock()
 	rec, _, err := s.State.GetAttestation(ctx, k.tenant, k.device)
+	if err == nil && !scheduled {
+		// First sighting: a device never attested is challenged at once; one
+		// with a stored verdict (this process restarted) at a random point
+		// of its first interval, so a fleet is not challenged all at once.
+		due = now
+		if rec.Verdict != nil && rec.Verdict.State != wire.VerdictUnknown {
+			due = now.Add(rand.N(interval))
+		}
+		s.mu.Lock()
+		s.due[k] = due
+		s.mu.Unlock()
+	}
+	if due.After(now.Add(interval)) {
+		due = now // the fleet's interval was shortened
+	}
 	if err == nil {
 		err = s.sweep(ctx, k, d, rec, first, now, interval)
 	}
@@ -521,8 +532,15 @@ func (s *attestationService) scanDevice(ctx context.Context, k deviceKey, d stor
 	if d.TPMKind == store.TPMNone || now.Before(due) {
 		return nil
 	}
+	// The next turn counts from this one's due time, not from the scan
+	// that noticed it, so the period stays the interval whatever the scan
+	// granularity (and devices stay spread out).
+	next := due.Add(jitter(interval))
+	if !next.After(now) {
+		next = now.Add(jitter(interval))
+	}
 	s.mu.Lock()
-	s.due[k] = now.Add(jitter(interval))
+	s.due[k] = next
 	s.mu.Unlock()
 	_, err = s.challenge(ctx, k, d, f)
 	return err

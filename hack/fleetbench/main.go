@@ -1,8 +1,8 @@
-// Command fleetbench is the issue-3 benchmark behind `make bench`
-// (hack/bench-fleet.sh): enrollment rate with the simulator TPM, the idle
-// agent's RSS, CPU and binary size, and the control plane holding a fleet
+// Command fleetbench is the issue-3 and issue-4 benchmark behind `make
+// bench` (hack/bench-fleet.sh): enrollment rate with the simulator TPM, the
+// idle agent's RSS, CPU and binary size, the control plane holding a fleet
 // of devices over mTLS MQTT, with mosquitto under the same load as the
-// baseline in the same run.
+// baseline in the same run, and fleet attestation under load.
 //
 // Everything runs as separate processes on loopback: the real
 // tg-controlplane (SQLite, embedded broker), the real tg-agent, Debian's
@@ -39,12 +39,40 @@
 //     and with set_tcp_nodelay true added (mosquitto leaves Nagle on by
 //     default, so its CONNACK waits for the client's delayed ACK; that caps
 //     its connects/s by latency rather than CPU).
+//  4. Attestation (issue 4: 1,000 devices attesting every 10 s, p99 from
+//     evidence to published verdict under 1 s): a second tg-controlplane
+//     with attestation.interval BENCH_ATTEST_INTERVAL (the phases above
+//     keep the default, so the idle agent is not challenged). Each of
+//     BENCH_ATTEST_DEVICES devices has a software TPM (softtpm.go: its own
+//     EK, AK and TLS key with internal/tpmdev's templates, TPM2_Certify,
+//     TPM2_ActivateCredential and TPM2_Quote reproduced byte for byte,
+//     since the simulator is one per process), enrolls with the full TPM
+//     protocol as kind "simulated" and connects at once (mTLS, Will,
+//     retained online status, SUBSCRIBE to its cmd/attest), then answers
+//     every challenge with a quote over the challenge's PCRs, as the
+//     agent's responder does. An operator session with a certificate from
+//     POST /api/v1/mqtt/credentials subscribes to the fleet's verdicts.
+//     Devices and operator run inside fleetbench (raw MQTT 3.1.1, as the
+//     load generator), so both ends of the latency read one clock; the
+//     server's CPU and RSS come from its own /proc entries as above.
+//     Once every device has been trusted, BENCH_ATTEST_S is measured: the
+//     time from a device publishing its evidence to the operator receiving
+//     the verdict for it (a verdict names no challenge; evidence_at −
+//     nonce_age_ms is when the answered challenge was issued, which pairs
+//     them), its p50/p90/p99/max and the ratio of p99 to the 1 s goal, the
+//     counts of challenges, evidence and verdicts, and the server's CPU and
+//     RSS. Every verdict must be trusted: an untrusted or stale one, evidence
+//     left without a verdict (beyond 0.5 %) or a lost connection fails the
+//     run. BENCH_ONLY=attest runs this phase alone.
 //
 // A ratio below a target is reported, never an error: the machines are
 // shared and noisy. The exit status is non-zero only when something failed.
 //
 // Environment: BENCH_IDLE_S (60), BENCH_HOLD_S (30), BENCH_DEVICES (1000),
-// BENCH_ENROLL_N (100), BENCH_CONC (16), BENCH_ENROLL_CONC (8), KEEP=1.
+// BENCH_ENROLL_N (100), BENCH_CONC (16), BENCH_ENROLL_CONC (8),
+// BENCH_ATTEST_DEVICES (1000), BENCH_ATTEST_INTERVAL (10s), BENCH_ATTEST_S
+// (60), BENCH_ONLY (unset: every phase; "attest": the attestation phase
+// only), KEEP=1.
 package main
 
 import (
@@ -57,6 +85,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -103,6 +132,30 @@ type settings struct {
 	binDir, work, out, root, mosquitto string
 	idle, hold                         time.Duration
 	devices, enrollN, conc, enrollConc int
+	// only is BENCH_ONLY: "" runs every phase, "attest" only the
+	// attestation phase.
+	only                         string
+	attestDevices                int
+	attestInterval, attestWindow time.Duration
+}
+
+// envDuration reads a Go duration ("10s") or a number of seconds.
+func envDuration(name string, def time.Duration) (time.Duration, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		var n int
+		if n, err = strconv.Atoi(v); err == nil {
+			d = time.Duration(n) * time.Second
+		}
+	}
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s=%q: want a positive duration (10s) or seconds", name, v)
+	}
+	return d, nil
 }
 
 func envInt(name string, def int) (int, error) {
@@ -119,8 +172,11 @@ func envInt(name string, def int) (int, error) {
 
 // report is .bench/fleet.json.
 type report struct {
-	Time        time.Time       `json:"time"`
-	Cores       int             `json:"cores"`
+	Time  time.Time `json:"time"`
+	Cores int       `json:"cores"`
+	// Only is BENCH_ONLY when set: the other phases did not run and
+	// their fields are zero.
+	Only        string          `json:"only,omitempty"`
 	Enroll      tpmEnrollResult `json:"enroll_tpm_simulator"`
 	EnrollNoTPM noTPMResult     `json:"enroll_no_tpm"`
 	Agent       agentResult     `json:"agent"`
@@ -137,6 +193,8 @@ type report struct {
 	ConnectRatioNoDelay float64 `json:"connect_ratio_nodelay"`
 	RSSRatio            float64 `json:"rss_ratio"`
 	AnchorConnectsS     float64 `json:"anchor_mosquitto_connects_per_s"`
+	// Attest is the attestation phase (issue 4).
+	Attest *attestResult `json:"attestation,omitempty"`
 }
 
 func run(ctx context.Context, args []string) error {
@@ -150,25 +208,36 @@ func run(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var err, err1, err2, err3, err4, err5 error
-	var idleS, holdS int
+	var err, err1, err2, err3, err4, err5, err6, err7, err8 error
+	var idleS, holdS, attestS int
 	idleS, err = envInt("BENCH_IDLE_S", 60)
 	holdS, err1 = envInt("BENCH_HOLD_S", 30)
 	s.devices, err2 = envInt("BENCH_DEVICES", 1000)
 	s.enrollN, err3 = envInt("BENCH_ENROLL_N", 100)
 	s.conc, err4 = envInt("BENCH_CONC", 16)
 	s.enrollConc, err5 = envInt("BENCH_ENROLL_CONC", 8)
-	if err := errors.Join(err, err1, err2, err3, err4, err5); err != nil {
+	s.attestDevices, err6 = envInt("BENCH_ATTEST_DEVICES", 1000)
+	s.attestInterval, err7 = envDuration("BENCH_ATTEST_INTERVAL", 10*time.Second)
+	attestS, err8 = envInt("BENCH_ATTEST_S", 60)
+	if err := errors.Join(err, err1, err2, err3, err4, err5, err6, err7, err8); err != nil {
 		return err
 	}
 	s.idle, s.hold = time.Duration(idleS)*time.Second, time.Duration(holdS)*time.Second
-	if s.mosquitto == "" {
-		if s.mosquitto, err = exec.LookPath("mosquitto"); err != nil {
-			s.mosquitto = "/usr/sbin/mosquitto"
-		}
+	s.attestWindow = time.Duration(attestS) * time.Second
+	switch s.only = os.Getenv("BENCH_ONLY"); s.only {
+	case "", "attest":
+	default:
+		return fmt.Errorf("BENCH_ONLY=%q: the only phase that runs alone is attest", s.only)
 	}
-	if _, err := os.Stat(s.mosquitto); err != nil {
-		return fmt.Errorf("mosquitto not found (%v): hack/install-deps.sh installs it", err)
+	if s.only == "" {
+		if s.mosquitto == "" {
+			if s.mosquitto, err = exec.LookPath("mosquitto"); err != nil {
+				s.mosquitto = "/usr/sbin/mosquitto"
+			}
+		}
+		if _, err := os.Stat(s.mosquitto); err != nil {
+			return fmt.Errorf("mosquitto not found (%v): hack/install-deps.sh installs it", err)
+		}
 	}
 	if s.work, err = filepath.Abs(s.work); err != nil {
 		return err
@@ -183,64 +252,95 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cpBin, agentBin := filepath.Join(s.binDir, "tg-controlplane"), filepath.Join(s.binDir, "tg-agent")
-	rep := report{Time: time.Now().UTC(), Cores: runtime.NumCPU(), AnchorConnectsS: anchorMosquittoConnects}
+	cpBin := filepath.Join(s.binDir, "tg-controlplane")
+	rep := report{Time: time.Now().UTC(), Cores: runtime.NumCPU(), AnchorConnectsS: anchorMosquittoConnects, Only: s.only}
+	var failed []string
+	if s.only == "" {
+		if failed, err = runIssue3(ctx, s, self, cpBin, &rep); err != nil {
+			return err
+		}
+	}
+	step(fmt.Sprintf("attestation: %d devices every %s, measured for %s", s.attestDevices, s.attestInterval, s.attestWindow))
+	a, err := benchAttestation(ctx, s, cpBin)
+	if err != nil {
+		return err
+	}
+	rep.Attest = &a
+	failed = append(failed, a.failures()...)
 
+	printTable(os.Stdout, s, rep)
+	if err := writeJSON(s.out, rep); err != nil {
+		return err
+	}
+	if os.Getenv("KEEP") != "1" {
+		_ = os.RemoveAll(s.work)
+	}
+	if len(failed) > 0 {
+		return errors.New(strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+// runIssue3 runs the enrollment, agent and fleet phases and returns what
+// failed in them.
+func runIssue3(ctx context.Context, s settings, self, cpBin string, rep *report) ([]string, error) {
+	agentBin := filepath.Join(s.binDir, "tg-agent")
+	var err error
 	// Builds first, so that no compiler runs during a measurement.
 	step("tg-agent sizes (stripped, without the simulator) and an idle Go program")
 	if rep.Agent.Sizes, err = measureSizes(s.root, s.work, agentBin); err != nil {
-		return err
+		return nil, err
 	}
 	if rep.Agent.GoFloorRSSMiB, err = goFloor(s.work); err != nil {
-		return err
+		return nil, err
 	}
 
-	cp, err := startControlPlane(ctx, cpBin, s.work)
+	cp, err := startControlPlane(ctx, cpBin, s.work, "")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sim, err := cp.api.CreateFleet(ctx, client.FleetCreate{Name: "sim", Policy: &client.FleetPolicyPatch{AllowSimulatedTPM: ptr(true)}})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	noTPM, err := cp.api.CreateFleet(ctx, client.FleetCreate{Name: "notpm", Policy: &client.FleetPolicyPatch{AllowNoTPM: ptr(true)}})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	step(fmt.Sprintf("%d enrollment tokens", s.enrollN+1+s.devices))
 	simTokens, err := createTokens(ctx, cp.api, sim.ID, s.enrollN+1)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fleetTokens, err := createTokens(ctx, cp.api, noTPM.ID, s.devices)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	step(fmt.Sprintf("enrollment: %d simulator TPMs, one after the other", s.enrollN))
 	if rep.Enroll, err = benchTPMEnrollment(ctx, cp.proc, cp.httpsURL, cp.roots, cp.ekCA, simTokens[:s.enrollN], rep.Cores); err != nil {
-		return err
+		return nil, err
 	}
 
 	step(fmt.Sprintf("agent: enroll, connect, then idle for %s", s.idle))
 	if rep.Agent.Idle, _, err = benchAgentIdle(ctx, agentBin, s.work, cp.httpsURL, cp.caHash, cp.mqttAddr, simTokens[s.enrollN], s.idle); err != nil {
-		return err
+		return nil, err
 	}
 	rep.Agent.RSSGoalRatio = rep.Agent.Idle.RSSMeanMiB / anchorRSSGoalMiB
 
 	step(fmt.Sprintf("fleet: %d devices without a TPM enroll, %d at a time", s.devices, s.enrollConc))
 	devs, noTPMRes, err := enrollFleet(ctx, cp.proc, cp.httpsURL, cp.roots, fleetTokens, s.enrollConc)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rep.EnrollNoTPM = noTPMRes
 	devFile := filepath.Join(s.work, "devices.json")
 	if err := writeJSON(devFile, fleetFile{Tenant: tenant, Devices: devs}); err != nil {
-		return err
+		return nil, err
 	}
 	caFile := filepath.Join(s.work, "platform-ca.pem")
 	if err := os.WriteFile(caFile, cp.platformPEM, 0o644); err != nil {
-		return err
+		return nil, err
 	}
 
 	step(fmt.Sprintf("fleet: %d mTLS MQTT devices on tg-controlplane, hold %s", s.devices, s.hold))
@@ -261,15 +361,15 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Sprintf("%d/%d online in the control plane", n, s.devices)
 	}
 	if rep.Fleet, err = loadPhase(ctx, self, s, cp.mqttAddr, caFile, devFile, cp.proc, online); err != nil {
-		return err
+		return nil, err
 	}
 	if err := cp.proc.stop(30 * time.Second); err != nil {
-		return fmt.Errorf("tg-controlplane did not stop cleanly: %w", err)
+		return nil, fmt.Errorf("tg-controlplane did not stop cleanly: %w", err)
 	}
 
 	files, err := renderMosquitto(ctx, s, cpBin, cp.cfgPath)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, v := range []struct {
 		nodelay bool
@@ -278,14 +378,14 @@ func run(ctx context.Context, args []string) error {
 		step(fmt.Sprintf("fleet: the same load on mosquitto (set_tcp_nodelay %v), hold %s", v.nodelay, s.hold))
 		mosq, err := startMosquitto(s, files, v.nodelay)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		retained := func() string { return countRetained(ctx, s.mosquitto, mosq.addr, files, s.devices) }
 		if *v.res, err = loadPhase(ctx, self, s, mosq.addr, files.CAFile, devFile, mosq.proc, retained); err != nil {
-			return err
+			return nil, err
 		}
 		if err := mosq.proc.stop(10 * time.Second); err != nil {
-			return fmt.Errorf("mosquitto: %w", err)
+			return nil, fmt.Errorf("mosquitto: %w", err)
 		}
 	}
 	if rep.Mosquitto.Load.ConnectsPerS > 0 {
@@ -298,13 +398,6 @@ func run(ctx context.Context, args []string) error {
 		rep.RSSRatio = rep.Fleet.Hold.RSSMeanMiB / rep.Mosquitto.Hold.RSSMeanMiB
 	}
 
-	printTable(os.Stdout, s, rep)
-	if err := writeJSON(s.out, rep); err != nil {
-		return err
-	}
-	if os.Getenv("KEEP") != "1" {
-		_ = os.RemoveAll(s.work)
-	}
 	var failed []string
 	if rep.Fleet.Load.Failed > 0 {
 		failed = append(failed, fmt.Sprintf("tg-controlplane refused %d connections (%s)", rep.Fleet.Load.Failed, rep.Fleet.Load.FirstError))
@@ -314,10 +407,7 @@ func run(ctx context.Context, args []string) error {
 			failed = append(failed, fmt.Sprintf("mosquitto refused %d connections (%s)", m.Load.Failed, m.Load.FirstError))
 		}
 	}
-	if len(failed) > 0 {
-		return errors.New(strings.Join(failed, "; "))
-	}
-	return nil
+	return failed, nil
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -345,8 +435,9 @@ type controlPlane struct {
 }
 
 // startControlPlane initialises a data directory (tg-controlplane init)
-// and serves it on loopback ports.
-func startControlPlane(ctx context.Context, bin, work string) (*controlPlane, error) {
+// and serves it on loopback ports; extraCfg is appended to the YAML
+// configuration.
+func startControlPlane(ctx context.Context, bin, work, extraCfg string) (*controlPlane, error) {
 	ca, err := newEKCA()
 	if err != nil {
 		return nil, err
@@ -373,7 +464,7 @@ mqtt: {listen: "127.0.0.1:%d"}
 enrollment:
   ek_roots: [%s]
   allow_ek_without_cert: true
-`, filepath.Join(work, "cp"), httpPort, mqttPort, ekRoots)
+%s`, filepath.Join(work, "cp"), httpPort, mqttPort, ekRoots, extraCfg)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -623,13 +714,24 @@ func countRetained(ctx context.Context, mosq, addr string, f mosquittoFiles, wan
 	return fmt.Sprintf("%d/%d retained online statuses in mosquitto", n, want)
 }
 
+func f1(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
+func f2(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+
 func printTable(w0 *os.File, s settings, r report) {
 	w := tabwriter.NewWriter(w0, 0, 0, 2, ' ', 0)
 	defer w.Flush()
-	f1 := func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
-	f2 := func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+	fmt.Fprintf(w, "\nfleetbench (%d cores; shared machine: ratios, not absolutes)\n", r.Cores)
+	if r.Only == "" {
+		printIssue3(w, s, r)
+	}
+	if r.Attest != nil {
+		printAttest(w, *r.Attest)
+	}
+}
+
+func printIssue3(w io.Writer, s settings, r report) {
 	e := r.Enroll
-	fmt.Fprintf(w, "\nfleetbench (%d cores; shared machine: ratios, not absolutes)\n\n", r.Cores)
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "ENROLLMENT, simulator TPM\tvalue\tbaseline / note\n")
 	fmt.Fprintf(w, "full protocol, sequential (%d devices)\t%s devices/s\t%s ms each: TPM %s ms (EK %s), server round trips %s ms\n",
 		e.N, f2(e.DevicesPerS), f1(e.TotalMs), f1(e.ClientTPMMs), f1(e.EKMs), f1(e.ServerRTTMs))
@@ -703,4 +805,41 @@ func ratio(a, b float64) string {
 		return "-"
 	}
 	return strconv.FormatFloat(a/b, 'f', 2, 64)
+}
+
+func printAttest(w io.Writer, a attestResult) {
+	fmt.Fprintf(w, "\nATTESTATION: %d devices, challenged every %s, %s window\tvalue\tbaseline / note\n",
+		a.Devices, time.Duration(a.IntervalS*float64(time.Second)), time.Duration(a.WindowS*float64(time.Second)))
+	fmt.Fprintf(w, "enroll (full TPM protocol, soft TPMs) + connect, %d at a time\t%s devices/s\tenroll %s ms, connect %s ms each; server CPU %s ms per device\n",
+		a.EnrollConc, f1(a.SetupPerS), f1(a.EnrollMs), f1(a.ConnectMs), f1(a.SetupCPUMs))
+	fmt.Fprintf(w, "warm-up: until every device is trusted\t%s s\t%d never trusted\n", f1(a.WarmupS), a.NeverTrusts)
+	fmt.Fprintf(w, "challenges / evidence sent / verdicts received\t%d / %d / %d\tlost %d (tolerance %d); %d unknown, %d unmatched verdicts outside the count\n",
+		a.Challenges, a.Evidence, a.Verdicts, a.Lost, lostTolerance(a.Evidence), a.Unknown, a.Unmatched)
+	fmt.Fprintf(w, "evidence → verdict p50 / p90 / p99 / max\t%s / %s / %s / %s ms\tgoal p99 < %s: ratio %s\n",
+		f1(a.P50Ms), f1(a.P90Ms), f1(a.P99Ms), f1(a.MaxMs), attestGoal, f2(a.GoalRatio))
+	fmt.Fprintf(w, "verdicts not trusted (untrusted, stale)\t%d\tmust be 0%s\n", a.NotTrusted, prefixed("; first: ", a.FirstNotTrusted))
+	fmt.Fprintf(w, "challenges per second, mean / busiest second\t%s / %d\tnominal %s/s\n",
+		f1(a.MeanPerS), a.BurstPerS, f1(float64(a.Devices)/a.IntervalS))
+	fmt.Fprintf(w, "time between challenges to a device, mean / max\t%s / %s s\tconfigured %s ±10 %%; stale after 2 intervals without an answer\n",
+		f1(a.GapMeanS), f1(a.GapMaxS), time.Duration(a.IntervalS*float64(time.Second)))
+	fmt.Fprintf(w, "control plane CPU / RSS mean, max\t%s / %s, %s MiB\tof one core; %s CPU-s over %s s\n",
+		cpuPct(a.Server), f1(a.Server.RSSMeanMiB), f1(a.Server.RSSMaxMiB), f2(a.Server.CPUSeconds), f1(a.Server.Seconds))
+	fmt.Fprintf(w, "load generator CPU (devices + operator)\t%s\tsame machine\n", cpuPct(a.LoadCPU))
+	fmt.Fprintf(w, "connections lost\t%d\t%s\n", a.ConnErrors, a.FirstConnError)
+	fmt.Fprintf(w, "control plane warnings\t%d\t%s\n", sumValues(a.Warnings), topWarnings(a.Warnings, 3))
+}
+
+func prefixed(p, s string) string {
+	if s == "" {
+		return ""
+	}
+	return p + s
+}
+
+func sumValues(m map[string]int) int {
+	var n int
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
