@@ -12,14 +12,16 @@ BIN := bin
 TOOLS_BIN := .cache/tools/bin
 DEPS_STAMP := .cache/deps.stamp
 TOOLS := $(TOOLS_BIN)/staticcheck $(TOOLS_BIN)/govulncheck
+# libonnxruntime for this machine (hack/fetch-onnxruntime.sh; GOARCH names).
+ORT_LIB := .cache/onnxruntime/$(patsubst x86_64,amd64,$(patsubst aarch64,arm64,$(shell uname -m)))/libonnxruntime.so.1
 
 .PHONY: all build test check bench demo clean deps FORCE
 .DEFAULT_GOAL := build
 all: check test build
 
-# hack/install-deps.sh writes the stamp; rerun it when the script changes or
-# a tool it installs is gone. Cheap when nothing is missing.
-$(DEPS_STAMP): hack/install-deps.sh $(if $(filter-out $(wildcard $(TOOLS)),$(TOOLS)),FORCE)
+# hack/install-deps.sh writes the stamp; rerun it when a script changes or
+# a tool or library it installs is gone. Cheap when nothing is missing.
+$(DEPS_STAMP): hack/install-deps.sh hack/fetch-onnxruntime.sh $(if $(filter-out $(wildcard $(TOOLS) $(ORT_LIB)),$(TOOLS) $(ORT_LIB)),FORCE)
 	bash hack/install-deps.sh
 deps: FORCE
 	bash hack/install-deps.sh

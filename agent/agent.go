@@ -23,6 +23,7 @@ import (
 
 	"github.com/tensorguard/tensorguardflow/agent/internal/attest"
 	"github.com/tensorguard/tensorguardflow/agent/internal/enroll"
+	"github.com/tensorguard/tensorguardflow/agent/internal/keys"
 	"github.com/tensorguard/tensorguardflow/agent/internal/outbox"
 	"github.com/tensorguard/tensorguardflow/agent/internal/presence"
 	"github.com/tensorguard/tensorguardflow/agent/internal/sdnotify"
@@ -159,6 +160,7 @@ func (a *Agent) Config() *Config { c := *a.cfg.Load(); return &c }
 
 // resources are what Run and Enroll hold open. Without a TPM (tpm.none),
 // tpm and tlsKey are nil and signer is the software key from the state.
+// kem keeps the package-decryption key (sealed by tpm, if there is one).
 type resources struct {
 	db     *state.DB
 	tpm    *tpmdev.Device
@@ -166,6 +168,7 @@ type resources struct {
 	signer crypto.Signer
 	kind   tpmdev.Kind
 	keyRef string
+	kem    *keys.Custodian
 }
 
 func (r *resources) close() error {
@@ -201,6 +204,8 @@ func (a *Agent) open() (*resources, error) {
 			return nil, err
 		}
 		r.signer, r.kind, r.keyRef = key, tpmdev.KindNone, softwareKeyRef
+		// Not TPM-protected: the private key lies in the state file.
+		r.kem = keys.New(r.db, nil)
 		return r, nil
 	}
 	if r.tpm, err = a.opts.openTPM(cfg); err != nil {
@@ -216,6 +221,7 @@ func (a *Agent) open() (*resources, error) {
 		return nil, fmt.Errorf("load tls key: %w", err)
 	}
 	r.kind, r.keyRef = r.tpm.Kind(), tpmKeyRef
+	r.kem = keys.New(r.db, r.tpm)
 	return r, nil
 }
 
@@ -280,17 +286,29 @@ func (a *Agent) identity(ctx context.Context, r *resources) (*enroll.Identity, b
 	if err != nil {
 		return nil, false, err
 	}
-	a.log.Info("enrolling", "server", cfg.ServerURL, "tpm", r.kind)
+	// Every enrollment gets a new package-decryption key; it is stored
+	// (sealed by the TPM) before the identity, so a stored identity
+	// implies its key, and the enrollment request carries its public part.
+	kemPub, err := r.kem.Generate(nil)
+	if err != nil {
+		return nil, false, fmt.Errorf("package decryption key: %w", err)
+	}
+	a.log.Info("enrolling", "server", cfg.ServerURL, "tpm", r.kind, "kem_key_id", kemPub.KeyID())
 	for attempt := 1; ; attempt++ {
 		var id *enroll.Identity
 		if r.tpm == nil {
-			id, err = client.EnrollWithoutTPM(ctx, r.signer, token)
+			id, err = client.EnrollWithoutTPM(ctx, r.signer, token, kemPub.Bytes())
 		} else {
-			id, err = client.Enroll(ctx, r.tpm, r.tlsKey, token)
+			id, err = client.Enroll(ctx, r.tpm, r.tlsKey, token, kemPub.Bytes())
 		}
 		if err == nil {
 			if err := a.saveIdentity(r.db, id, r.kind, r.keyRef, time.Now()); err != nil {
 				return nil, false, err
+			}
+			if err := r.kem.SetRegistered(); err != nil {
+				// The next start registers it again (the same key is
+				// accepted): no reason to fail the enrollment.
+				a.log.Warn("could not record the package key's registration", "err", err)
 			}
 			return id, true, nil
 		}
@@ -379,6 +397,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	pol, err := a.newPolicy(id, stored, roots, r.db, box)
+	if err != nil {
+		return err
+	}
+	installer, err := a.newInstaller(r, id, stored, roots, box, pol)
+	if err != nil {
+		return err
+	}
 	sess, err := presence.New(presence.Config{
 		BrokerURL: brokerURL,
 		TLS: &tls.Config{
@@ -392,6 +418,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		KeepAlive: cfg.MQTT.KeepAlive.D(),
 		OnConnect: func(uint64) {
 			box.Kick()
+			// A policy or job notification may have been missed while
+			// offline.
+			pol.Kick()
+			installer.Kick()
 			a.writeStatusFile(true) // `tg-agent status` shows the connection at once
 		},
 		Logger: a.log.With("subsystem", "presence"),
@@ -418,6 +448,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	if err := sess.Subscribe(mqttacl.CmdTopic(id.TenantID, id.DeviceID, "attest"), responder.Handle); err != nil {
+		return err
+	}
+	if err := sess.Subscribe(mqttacl.CmdTopic(id.TenantID, id.DeviceID, "policy"), pol.Handle); err != nil {
+		return err
+	}
+	if err := sess.Subscribe(mqttacl.CmdTopic(id.TenantID, id.DeviceID, "job"), installer.Handle); err != nil {
 		return err
 	}
 	cpURL := stored.ControlPlaneURL
@@ -460,7 +496,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	task("presence", sess.Run)
 	task("outbox", func(ctx context.Context) error { return box.Run(ctx, sess) })
 	task("renew", func(ctx context.Context) error { return a.renewLoop(ctx, r, renewer) })
+	task("kem-key", func(ctx context.Context) error { return a.registerKEMKey(ctx, r.kem, renewer) })
 	task("attest", responder.Run)
+	task("policy", pol.Run)
+	task("install", installer.Run)
 	task("telemetry", func(ctx context.Context) error { return a.telemetryLoop(ctx, box, id.TenantID, id.DeviceID) })
 	task("watchdog", (&sdnotify.Watchdog{Healthy: a.healthy, Logger: a.log.With("subsystem", "watchdog")}).Run)
 	if a.opts.configPath != "" {
@@ -567,6 +606,61 @@ func (a *Agent) renewLoop(ctx context.Context, r *resources, c *enroll.Client) e
 		a.renewals.Add(1)
 		a.writeStatusFile(true)
 		a.log.Info("certificate renewed", "serial", id.Leaf.SerialNumber.Text(16), "not_after", id.Leaf.NotAfter)
+	}
+}
+
+// registerKEMKey makes sure the control plane has this device's package
+// decryption key. A device enrolled by an agent from before key grants has
+// none: it gets one now, registered with PUT /api/v1/device/kem-key;
+// transient failures are retried with backoff. The task ends once the key
+// is registered or refused; a refusal leaves the device running, without
+// key grants, and says why.
+func (a *Agent) registerKEMKey(ctx context.Context, kc *keys.Custodian, c *enroll.Client) error {
+	log := a.log.With("subsystem", "kem-key")
+	if ok, err := kc.Registered(); err != nil || ok {
+		if err != nil {
+			log.Error("cannot read the package key from the state", "err", err)
+		}
+		return nil
+	}
+	pub, err := kc.Public()
+	if errors.Is(err, keys.ErrNoKey) {
+		if pub, err = kc.Generate(nil); err == nil {
+			log.Info("generated a package decryption key (this device enrolled without one)", "kem_key_id", pub.KeyID())
+		}
+	}
+	if err != nil {
+		log.Error("no package decryption key: this device cannot receive package key grants", "err", err)
+		return nil
+	}
+	for attempt := 1; ; attempt++ {
+		err := c.RegisterKEMKey(ctx, pub.Bytes())
+		if err == nil {
+			if err := kc.SetRegistered(); err != nil {
+				log.Warn("could not record the package key's registration", "err", err)
+			}
+			log.Info("package decryption key registered", "kem_key_id", pub.KeyID())
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !enroll.Retryable(err) {
+			msg := "the control plane refused the package decryption key: this device cannot receive package key grants"
+			if errors.Is(err, enroll.ErrConflict) {
+				msg = "the control plane holds another package decryption key for this device (state restored from elsewhere?): " +
+					"it cannot open its key grants; enroll the device again"
+			}
+			log.Error(msg, "kem_key_id", pub.KeyID(), "err", enroll.Explain(err))
+			return nil
+		}
+		d := a.opts.renewBackoff.Delay(attempt)
+		log.Warn("registering the package decryption key failed; retrying", "attempt", attempt, "retry_in", d, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(d):
+		}
 	}
 }
 

@@ -90,6 +90,7 @@ type Config struct {
 	// which it is renewed (default 2/3).
 	RenewFraction   float64         `yaml:"renew_fraction"`
 	Outbox          OutboxConfig    `yaml:"outbox"`
+	Install         InstallConfig   `yaml:"install"`
 	Telemetry       TelemetryConfig `yaml:"telemetry"`
 	Log             LogConfig       `yaml:"log"`
 	ShutdownTimeout Duration        `yaml:"shutdown_timeout"`
@@ -134,6 +135,36 @@ type OutboxConfig struct {
 	MaxBytes   int64 `yaml:"max_bytes"`
 }
 
+// InstallConfig configures the install pipeline (package install,
+// docs/packages.md).
+type InstallConfig struct {
+	// Runtime runs installed models: "onnxruntime" (ONNX Runtime on the
+	// CPU, the default) or "none" (this device runs no models; install jobs
+	// fail with ACTIVATION).
+	Runtime string `yaml:"runtime"`
+	// ONNXRuntimeLibrary is the path of libonnxruntime.so.1 (ONNX Runtime
+	// 1.24.x). Empty: $TG_ONNXRUNTIME_LIB, else the development cache. It
+	// is loaded at the first install, so a missing library fails installs
+	// (ACTIVATION, naming it), not the agent.
+	ONNXRuntimeLibrary string `yaml:"onnxruntime_library,omitempty"`
+	// ONNXRuntimeThreads is ONNX Runtime's intra-op thread count (0: one
+	// per core).
+	ONNXRuntimeThreads int `yaml:"onnxruntime_threads,omitempty"`
+	// MaxPackageBytes bounds a package download; MaxModelBytes the
+	// plaintext a model may occupy in memory (it never goes to disk).
+	MaxPackageBytes int64 `yaml:"max_package_bytes"`
+	MaxModelBytes   int64 `yaml:"max_model_bytes"`
+	// DownloadAttempts is how many consecutive failed requests without
+	// progress end a download (and a key-grant request) with DOWNLOAD.
+	DownloadAttempts int `yaml:"download_attempts"`
+}
+
+// Install runtimes.
+const (
+	RuntimeONNX = "onnxruntime"
+	RuntimeNone = "none"
+)
+
 // TelemetryConfig sets the heartbeat.
 type TelemetryConfig struct {
 	Interval Duration `yaml:"interval"`
@@ -158,6 +189,7 @@ func DefaultConfig() *Config {
 		Log:             LogConfig{Level: "info", Format: "text"},
 		ShutdownTimeout: Duration(10 * time.Second),
 		MQTT:            MQTTConfig{KeepAlive: Duration(30 * time.Second)},
+		Install:         InstallConfig{Runtime: RuntimeONNX, MaxPackageBytes: 4 << 30, MaxModelBytes: 1 << 30, DownloadAttempts: 10},
 	}
 }
 
@@ -321,6 +353,26 @@ func (c *Config) Validate() error {
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "%q must be text or json", c.Log.Format)
+	}
+	switch c.Install.Runtime {
+	case RuntimeONNX, RuntimeNone:
+	default:
+		bad("install.runtime", "%q must be %s or %s", c.Install.Runtime, RuntimeONNX, RuntimeNone)
+	}
+	if l := c.Install.ONNXRuntimeLibrary; l != "" && !filepath.IsAbs(l) {
+		bad("install.onnxruntime_library", "%q must be an absolute path", l)
+	}
+	if c.Install.ONNXRuntimeThreads < 0 {
+		bad("install.onnxruntime_threads", "%d must not be negative", c.Install.ONNXRuntimeThreads)
+	}
+	if c.Install.MaxPackageBytes < 1<<20 {
+		bad("install.max_package_bytes", "%d must be at least 1 MiB", c.Install.MaxPackageBytes)
+	}
+	if c.Install.MaxModelBytes < 1<<20 {
+		bad("install.max_model_bytes", "%d must be at least 1 MiB", c.Install.MaxModelBytes)
+	}
+	if c.Install.DownloadAttempts < 1 {
+		bad("install.download_attempts", "%d must be at least 1", c.Install.DownloadAttempts)
 	}
 	if c.ShutdownTimeout.D() <= 0 {
 		bad("shutdown_timeout", "must be positive")

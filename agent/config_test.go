@@ -73,6 +73,24 @@ token_file: /etc/tensorguard/token
 		{name: "production refuses inline token", env: "production", yaml: base + "token: tok-x\n", wantErr: "token: an inline token"},
 		{name: "production refuses plain mqtt", env: "production", yaml: base + "mqtt: {url: \"tcp://b:1883\"}\n", wantErr: "mqtt.url"},
 		{name: "production ok", env: "production", yaml: base + "token_file: /run/token\n"},
+		{name: "install defaults", yaml: base, check: func(t *testing.T, c *Config) {
+			if c.Install.Runtime != RuntimeONNX || c.Install.MaxPackageBytes != 4<<30 || c.Install.MaxModelBytes != 1<<30 ||
+				c.Install.DownloadAttempts != 10 || c.Install.ONNXRuntimeLibrary != "" {
+				t.Fatalf("install %+v", c.Install)
+			}
+		}},
+		{name: "install", yaml: base + "install: {runtime: onnxruntime, onnxruntime_library: /usr/lib/tensorguard/libonnxruntime.so.1, onnxruntime_threads: 2, max_package_bytes: 1073741824, max_model_bytes: 268435456, download_attempts: 3}\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Install.ONNXRuntimeLibrary != "/usr/lib/tensorguard/libonnxruntime.so.1" || c.Install.ONNXRuntimeThreads != 2 ||
+					c.Install.MaxPackageBytes != 1<<30 || c.Install.MaxModelBytes != 256<<20 || c.Install.DownloadAttempts != 3 {
+					t.Fatalf("install %+v", c.Install)
+				}
+			}},
+		{name: "install runtime none", yaml: base + "install: {runtime: none}\n"},
+		{name: "unknown install runtime", yaml: base + "install: {runtime: tensorflow}\n", wantErr: "install.runtime"},
+		{name: "relative onnxruntime library", yaml: base + "install: {onnxruntime_library: lib/libonnxruntime.so.1}\n", wantErr: "install.onnxruntime_library"},
+		{name: "tiny model limit", yaml: base + "install: {max_model_bytes: 1000}\n", wantErr: "install.max_model_bytes"},
+		{name: "no download attempts", yaml: base + "install: {download_attempts: -1}\n", wantErr: "install.download_attempts"},
 		{name: "no tpm", yaml: base + "tpm: {none: true}\n", check: func(t *testing.T, c *Config) {
 			if !c.TPM.None || c.TPM.Simulator || c.TPM.SWTPM != "" || c.TPM.Device != "" {
 				t.Fatalf("tpm %+v", c.TPM)

@@ -20,6 +20,12 @@
 // cleared, simulator without a seed) is refused with ErrKeyMismatch rather
 // than silently re-enrolled.
 //
+// Every enrollment also creates the device's package decryption key (the
+// "KEM key", package internal/keys): an X-Wing key pair whose private part
+// the TPM seals and whose public part goes into the enrollment request,
+// covered by the TPM's certification of the TLS key. It is stored before
+// the identity, kept across restarts, and replaced only by a re-enrollment.
+//
 // Then one errgroup runs the tasks; the first failure (or a panic, turned
 // into an error) stops them all:
 //
@@ -45,6 +51,19 @@
 //     telemetry.interval, class telemetry (dropped first when full).
 //   - watchdog: WATCHDOG=1 while healthy: the heartbeat loop made progress
 //     recently and the state file answers a read transaction.
+//   - kem-key: a device enrolled by an agent from before package key
+//     grants has no KEM key; this task generates one and registers it with
+//     PUT /api/v1/device/kem-key (retrying transient failures), then ends.
+//     A refusal (the control plane holds another key) is logged; the device
+//     keeps running without key grants.
+//   - install: the install pipeline (package install, docs/packages.md):
+//     jobs from cmd/job and, on every connect, GET /api/v1/device/jobs;
+//     packages downloaded with range resume into <state dir>/packages and
+//     kept encrypted; verified, checked against anti-rollback and the
+//     fleet's policy, opened with a key grant, decrypted into memory only,
+//     loaded by the configured runtime (install.runtime, ONNX Runtime by
+//     default) into an A/B slot, self-tested, then committed or rolled
+//     back. A restart resumes or rolls back every interrupted job.
 //   - reload (with WithConfigPath): SIGHUP re-reads and validates the file and
 //     applies it only if every changed key is safe to change live (labels,
 //     telemetry.interval, log.level); otherwise the old config stays and the
@@ -64,7 +83,8 @@
 // it) the agent opens no TPM. Its TLS key is an ECDSA P-256 key it generates
 // before its first enrollment and keeps in the state file (mode 0600), so a
 // restart keeps the identity and renewals keep the key; the key is never
-// logged. Enrollment is one request, POST /api/v1/enroll with tpm_kind
+// logged. Its KEM private key is kept in the state file too, and is not
+// TPM-protected. Enrollment is one request, POST /api/v1/enroll with tpm_kind
 // "none", the CSR and no TPM evidence, answered 201 with the certificate —
 // no AK, no TPM2_Certify, no credential activation. The control plane
 // admits it only into a fleet whose policy allows devices without a TPM

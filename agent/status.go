@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/tensorguard/tensorguardflow/agent/internal/keys"
 	"github.com/tensorguard/tensorguardflow/agent/internal/state"
 )
 
@@ -25,7 +26,13 @@ type Status struct {
 	EnrolledAt      time.Time `json:"enrolled_at,omitzero"`
 	ControlPlaneURL string    `json:"control_plane_url,omitempty"`
 	BrokerURL       string    `json:"broker_url,omitempty"`
-	Session         uint64    `json:"session"`
+	// KEMKey is how the package decryption key is protected ("tpm-sealed",
+	// or "software" without a TPM; empty: no key yet), and
+	// KEMKeyRegistered whether the control plane has its public part (only
+	// then can the device receive package key grants).
+	KEMKey           string `json:"kem_key,omitempty"`
+	KEMKeyRegistered bool   `json:"kem_key_registered"`
+	Session          uint64 `json:"session"`
 	// Outbox counters are known only while the agent runs.
 	OutboxPending int    `json:"outbox_pending"`
 	OutboxDropped uint64 `json:"outbox_dropped"`
@@ -56,6 +63,11 @@ func statusFromDB(db *state.DB) (*Status, error) {
 		}
 		if k, err := db.Get(kvNamespace, kvTPMKind); err == nil {
 			st.TPMKind = string(k)
+		}
+		kc := keys.New(db, nil) // reads only what the state says; unseals nothing
+		if p, err := kc.Protection(); err == nil {
+			st.KEMKey = p
+			st.KEMKeyRegistered, _ = kc.Registered()
 		}
 	}
 	if st.Session, err = db.Session(); err != nil {

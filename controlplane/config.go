@@ -77,6 +77,8 @@ type Config struct {
 	Log        LogConfig        `yaml:"log"`
 	// Attestation is the fleet attestation service.
 	Attestation AttestationConfig `yaml:"attestation"`
+	// Packages is the package registry.
+	Packages PackagesConfig `yaml:"packages"`
 
 	// ShutdownTimeout bounds the drain after SIGTERM.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
@@ -159,6 +161,28 @@ type AttestationConfig struct {
 	// (±10 % jitter); a device without a valid answer for two intervals is
 	// stale. Default 60s.
 	Interval Duration `yaml:"interval"`
+}
+
+// PackagesConfig is the package registry (issue 5).
+type PackagesConfig struct {
+	// Dir holds the package files (the local blob store) and the uploads
+	// being verified; default <data_dir>/packages. Replicas share it (a
+	// network file system) until an object store replaces it.
+	Dir string `yaml:"dir"`
+	// MaxSize bounds one pushed package, in bytes; default 4 GiB.
+	MaxSize int64 `yaml:"max_size"`
+}
+
+// DefaultMaxPackageSize is packages.max_size when unset.
+const DefaultMaxPackageSize int64 = 4 << 30
+
+// PackagesDir is packages.dir, or <data_dir>/packages when unset (resolved
+// here rather than filled in, so it follows a data dir set later).
+func (c *Config) PackagesDir() string {
+	if c.Packages.Dir != "" {
+		return c.Packages.Dir
+	}
+	return filepath.Join(c.DataDir, "packages")
 }
 
 // EnrollmentConfig is the server-wide enrollment policy; each fleet's policy
@@ -270,6 +294,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = Duration(DefaultShutdownTimeout)
+	}
+	if c.Packages.MaxSize == 0 {
+		c.Packages.MaxSize = DefaultMaxPackageSize
 	}
 }
 
@@ -416,6 +443,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout: must be positive")
+	}
+	if c.Packages.MaxSize < 1<<20 {
+		bad("packages.max_size: %d bytes is below 1 MiB", c.Packages.MaxSize)
 	}
 	switch c.Log.Format {
 	case "text", "json":

@@ -23,6 +23,9 @@ import (
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/broker"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/ca"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/enroll"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/policy"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/registry"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/rollout"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/server"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
 	"github.com/tensorguard/tensorguardflow/internal/kek"
@@ -74,6 +77,9 @@ type ControlPlane struct {
 	server   *server.Server
 	presence *presenceTracker
 	attest   *attestationService
+	policy   *policy.Keys
+	registry *registry.Registry
+	rollouts *rollout.Engine
 	now      func() time.Time
 
 	ready chan struct{}
@@ -167,16 +173,34 @@ func New(cfg Config, opts ...Option) (*ControlPlane, error) {
 		deps.Publish = cp.external.publishMsg
 	}
 	cp.attest = newAttestationService(deps)
+	cp.rollouts = rollout.New(rollout.Deps{Store: st, Publish: deps.Publish, Now: o.now, Log: log.With("subsystem", "rollouts"),
+		Audit: func(ctx context.Context, tx *store.Tx, tenant, action, target string, details map[string]any) error {
+			return server.AppendAudit(ctx, tx, cp.now(), tenant, "rollouts", action, target, "", details)
+		}})
+	blobs, err := registry.NewLocalBlobs(cfg.PackagesDir())
+	if err != nil {
+		return nil, fmt.Errorf("packages: %w", err)
+	}
+	cp.registry, err = registry.New(registry.Options{
+		Store: st, Keys: cp.ca.Keyring(), Blobs: blobs, StagingDir: blobs.StagingDir(), MaxPackageSize: cfg.Packages.MaxSize,
+		AttestationInterval: time.Duration(cfg.Attestation.Interval), Now: o.now, Logger: log.With("subsystem", "registry"),
+		Authorizer: cp.rollouts, InUse: rollout.PackageInUse,
+	})
+	if err != nil {
+		return nil, err
+	}
 	if cp.external != nil {
 		cp.external.onAttestation = cp.attest.handle
 		cp.external.onReconnect = cp.attest.Resync
+		cp.external.onJobReport = cp.rollouts.HandleMessage
 	}
+	cp.policy = policy.NewKeys(st, cp.ca.Keyring(), log.With("subsystem", "policy"))
 	apiHandler := cp.external.wrapAPI(api.New(api.Deps{
-		Store: st, CA: cp.ca, Revoker: cp, Attester: cp, BrokerURLFunc: cp.brokerURL, Now: o.now, Logger: log.With("subsystem", "api"),
+		Store: st, CA: cp.ca, Revoker: cp, Attester: cp, Packages: cp.registry, Rollouts: cp.rollouts, PolicySigner: cp.policy, PolicyNotifier: cp, BrokerURLFunc: cp.brokerURL, Now: o.now, Logger: log.With("subsystem", "api"),
 	}))
 	cp.server, err = server.New(server.Config{
 		Addr: cfg.HTTP.Listen, AllowPlainLoopback: *cfg.HTTP.AllowPlainLoopback, Production: cfg.Production(),
-		Store: st, CA: cp.ca, Verifier: cp.verifier, AllowedKinds: cfg.Enrollment.AllowedTPMKinds,
+		Store: st, CA: cp.ca, Verifier: cp.verifier, Packages: cp.registry, Jobs: cp.rollouts, PolicyKeys: cp.policy, AllowedKinds: cfg.Enrollment.AllowedTPMKinds,
 		DefaultCertTTL: time.Duration(cfg.Enrollment.DefaultCertTTL), SessionKey: secret,
 		BrokerURL: cp.deviceBrokerURL,
 		API:       apiHandler, Extra: o.extra, Ready: cp.checkReady, DrainTimeout: time.Duration(cfg.ShutdownTimeout),
@@ -184,6 +208,7 @@ func New(cfg Config, opts ...Option) (*ControlPlane, error) {
 		Enrolled: func(ctx context.Context, _, _ string) {
 			cp.external.syncNow(ctx, "an enrollment")
 			cp.attest.Kick()
+			cp.rollouts.Kick()
 		},
 	})
 	if err != nil {
@@ -372,6 +397,9 @@ func (cp *ControlPlane) CA() *ca.Authority { return cp.ca }
 // Store returns the database.
 func (cp *ControlPlane) Store() *store.Store { return cp.store }
 
+// Registry returns the package registry.
+func (cp *ControlPlane) Registry() *registry.Registry { return cp.registry }
+
 // Run serves until ctx ends or a task fails, then drains and closes the
 // database. Tasks: the HTTP(S) server, the CA refresher, and with the
 // embedded broker the broker and the presence tracker. The first error
@@ -418,6 +446,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		task("attestation", func(ctx context.Context) error { return cp.attest.Run(ctx, nil) })
 		task("mosquitto", cp.external.Run)
 	}
+	task("rollouts", cp.runRollouts)
 	task("ready", func(ctx context.Context) error {
 		for _, ch := range cp.readyChans() {
 			select {

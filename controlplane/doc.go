@@ -41,7 +41,7 @@
 // # Running
 //
 // New opens everything and binds nothing; Run runs the tasks — HTTP server,
-// CA refresher, broker, presence tracker, attestation — in one errgroup: the first error
+// CA refresher, broker, presence tracker, attestation, rollouts — in one errgroup: the first error
 // cancels the rest, a panic in a task becomes its error, Ready (and systemd's
 // READY=1) comes only when every listener accepts connections, and when the
 // context ends (SIGTERM) the HTTP server drains within shutdown_timeout and
@@ -74,6 +74,28 @@
 // With revoke_on_untrusted an untrusted verdict revokes the device as the
 // API would, audited with actor "attestation". docs/attestation.md is the
 // operator's view.
+//
+// Packages: the registry (internal/registry) keeps each tenant's pinned
+// publishers and its verified packages, stored content-addressed in a
+// local blob store under packages.dir (default <data_dir>/packages;
+// packages.max_size bounds a push, default 4 GiB), and the tenant's
+// control-plane recipient key, sealed under the tenant's data key. The
+// operator API pushes, lists and deletes packages; devices download them
+// (ranges) and ask for their keys on the device routes, which the registry
+// grants to enrolled, trusted devices with a released job of the rollout
+// engine, auditing each grant.
+//
+// Rollouts: the rollout engine (internal/rollout) subscribes in process
+// to tg/v1/+/devices/+/jobs/+ (through the presence connection with an
+// external broker), applies every job report once, and — on the replica
+// that holds its database lease — moves each running rollout through its
+// waves: it assigns the fleet's eligible devices, notifies them on
+// cmd/job within max_concurrent, retries and times out silent ones,
+// starts a wave when the previous met its success threshold, pauses at the
+// failure threshold, and publishes events and a retained status on
+// tg/v1/<tenant>/rollouts/<id>/. Devices fetch their jobs on
+// /api/v1/device/jobs; key grants go through the engine's Authorize.
+// docs/rollouts.md is the operator's view.
 //
 // # External broker
 //

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/broker"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/ca"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/rollout"
 )
 
 // externalBroker is the control plane's side of an external MQTT broker:
@@ -35,6 +36,9 @@ type externalBroker struct {
 	// onAttestation receives devices' evidence (set before Run; nil: not
 	// subscribed).
 	onAttestation func(broker.Message)
+	// onJobReport receives devices' job reports (topic, payload; set
+	// before Run; nil: not subscribed).
+	onJobReport func(topic string, payload []byte)
 	// onReconnect runs after every (re)connection (set before Run; nil:
 	// nothing): the broker may have lost its retained messages.
 	onReconnect func()
@@ -143,6 +147,12 @@ func (e *externalBroker) runPresence(ctx context.Context, p *presenceTracker) er
 				}
 				if t := c.Subscribe(AttestationFilter, 1, h); t.WaitTimeout(10*time.Second) && t.Error() != nil {
 					e.log.Warn("subscribe to attestation evidence", "error", t.Error())
+				}
+			}
+			if on := e.onJobReport; on != nil {
+				h := func(_ paho.Client, m paho.Message) { on(m.Topic(), m.Payload()) }
+				if t := c.Subscribe(rollout.ReportFilter, 1, h); t.WaitTimeout(10*time.Second) && t.Error() != nil {
+					e.log.Warn("subscribe to job reports", "error", t.Error())
 				}
 			}
 			if on := e.onReconnect; on != nil {

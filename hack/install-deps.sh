@@ -4,7 +4,8 @@
 # a second run does no network traffic.
 #
 # Add Debian packages to APT_PACKAGES and Go tools to GO_TOOLS as issues need
-# them (swtpm, mosquitto, postgresql, lintian, ...). On success it writes
+# them (swtpm, mosquitto, postgresql, lintian, ...). It also fetches
+# libonnxruntime into .cache/ (hack/fetch-onnxruntime.sh). On success it writes
 # .cache/deps.stamp, which `make` uses to skip this script until it changes.
 set -euo pipefail
 
@@ -31,6 +32,12 @@ APT_PACKAGES=(
 	tpm2-tools
 	libssl-dev
 )
+# npm fetches libonnxruntime (hack/fetch-onnxruntime.sh). Only when there is
+# no npm at all: a Node.js from elsewhere (e.g. NodeSource's nodejs, which
+# bundles npm) conflicts with Debian's npm package.
+if ! command -v npm >/dev/null 2>&1; then
+	APT_PACKAGES+=(npm)
+fi
 
 # Go tools, installed into .cache/tools/bin (ignored by git): binary@module@version.
 GO_TOOLS=(
@@ -94,6 +101,11 @@ for entry in "${GO_TOOLS[@]}"; do
 	log "installing $bin $version"
 	(cd "$TOOLS_BIN" && GOBIN="$TOOLS_BIN" go install "$pkg@$version")
 done
+
+# --- libonnxruntime -----------------------------------------------------------
+# The ONNX Runtime bridge (cgo/onnxruntime) and its tests load it at run time
+# from .cache/onnxruntime/<arch>/; the script is idempotent and sha256-checked.
+bash "$ROOT/hack/fetch-onnxruntime.sh"
 
 touch "$STAMP"
 log "done"

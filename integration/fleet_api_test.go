@@ -51,7 +51,13 @@ func openAPIOps(t *testing.T, cp *cpProc) []openAPIOp {
 			if err := json.Unmarshal(raw, &o); err != nil {
 				t.Fatalf("%s %s: %v", method, path, err)
 			}
-			op := openAPIOp{method: strings.ToUpper(method), path: path, role: o.Role, body: len(o.RequestBody) > 0}
+			// A JSON body (POST /api/v1/packages takes the file itself).
+			var rb struct {
+				Content map[string]json.RawMessage `json:"content"`
+			}
+			_ = json.Unmarshal(o.RequestBody, &rb)
+			_, jsonBody := rb.Content["application/json"]
+			op := openAPIOp{method: strings.ToUpper(method), path: path, role: o.Role, body: jsonBody}
 			for _, s := range o.Security {
 				if _, ok := s["deviceCert"]; ok {
 					op.mtls = true
@@ -130,6 +136,10 @@ func TestViewerCannotMutate(t *testing.T) {
 	cp.tgctlJSON(&viewer, "apikey", "create", "--name", "viewer", "--role", "viewer")
 	var who client.Whoami
 	cp.tgctlJSON(&who, "whoami")
+	// A package and a rollout of it, for their routes.
+	pkgID := pushTestPackage(t, cp, "ml", "viewer-model", "1.0.0")
+	var rollout client.Rollout
+	cp.tgctlJSON(&rollout, "rollout", "create", "--package", pkgID, "--fleet", "lab")
 	// Every path parameter names an object that exists, so a missing role
 	// check would show as a change, not hide behind a 404.
 	ids := map[string]string{
@@ -140,9 +150,15 @@ func TestViewerCannotMutate(t *testing.T) {
 		"/api/v1/devices/{id}/revoke":    dev,
 		"/api/v1/devices/{id}/attest":    dev,
 	}
+	for _, action := range []string{"", "/pause", "/resume", "/abort", "/rollback"} {
+		ids["/api/v1/rollouts/{id}"+action] = rollout.ID
+	}
 	resolve := func(path string) string {
 		if strings.Contains(path, "{fleet}") {
 			return strings.ReplaceAll(path, "{fleet}", fleet.Name)
+		}
+		if strings.Contains(path, "{package}") || strings.Contains(path, "{publisher}") {
+			return strings.NewReplacer("{package}", pkgID, "{publisher}", "ml").Replace(path)
 		}
 		if id, ok := ids[path]; ok {
 			return strings.ReplaceAll(path, "{id}", id)

@@ -111,7 +111,9 @@ func runFleetOfThree(t *testing.T, cp *cpProc, tpms []string, wantKind string) {
 				if _, ok := ids[d.ID]; !ok {
 					return fmt.Errorf("unknown device %s listed", d.ID)
 				}
-				if d.TPMKind != wantKind || d.FleetID != fleet.ID || d.Status != "enrolled" || d.EKFingerprint == "" {
+				// kem_key: the agent sent its package decryption key with
+				// its TPM evidence, and the control plane stored it.
+				if d.TPMKind != wantKind || d.FleetID != fleet.ID || d.Status != "enrolled" || d.EKFingerprint == "" || !d.KEMKey {
 					return fmt.Errorf("device %+v", d)
 				}
 				if d.Online != online[d.ID] {

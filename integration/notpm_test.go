@@ -51,7 +51,7 @@ func TestAgentWithoutTPM(t *testing.T) {
 	var device client.Device
 	eventually(t, 10*time.Second, "device list: tpm_kind none, online", func() error {
 		devs := cp.devices()
-		if len(devs) != 1 || devs[0].ID != dev || devs[0].TPMKind != "none" || !devs[0].Online || devs[0].EKFingerprint != "" {
+		if len(devs) != 1 || devs[0].ID != dev || devs[0].TPMKind != "none" || !devs[0].Online || devs[0].EKFingerprint != "" || !devs[0].KEMKey {
 			return fmt.Errorf("devices %+v", devs)
 		}
 		device = devs[0]

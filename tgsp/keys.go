@@ -230,6 +230,15 @@ func ParseRecipientPublicKeyBytes(b []byte) (*RecipientPublicKey, error) {
 	return parseRecipientPublic(b)
 }
 
+// Bytes returns the public key body (algorithm byte first), the form a
+// control plane stores for a pinned publisher.
+func (k *SignerPublicKey) Bytes() []byte { return bytes.Clone(k.raw) }
+
+// ParseSignerPublicKeyBytes parses the output of SignerPublicKey.Bytes.
+func ParseSignerPublicKeyBytes(b []byte) (*SignerPublicKey, error) {
+	return parseSignerPublic(b)
+}
+
 func encodePEM(typ, id string, body []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Headers: map[string]string{pemHeaderKeyID: id}, Bytes: body})
 }

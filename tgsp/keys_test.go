@@ -174,6 +174,13 @@ func TestKeyPEMRoundTrip(t *testing.T) {
 	if rp == nil || rp.KeyID() != sharedKeys.rcpt.Public().KeyID() {
 		t.Error("ParseRecipientPublicKeyBytes does not round-trip Bytes")
 	}
+	sb, err := ParseSignerPublicKeyBytes(sharedKeys.signer.Public().Bytes())
+	if err != nil || !sb.Equal(sharedKeys.signer.Public()) || sb.KeyID() != sharedKeys.signer.Public().KeyID() {
+		t.Errorf("ParseSignerPublicKeyBytes does not round-trip Bytes: %v", err)
+	}
+	if _, err := ParseSignerPublicKeyBytes(sharedKeys.rcpt.Public().Bytes()); !errors.Is(err, ErrKey) {
+		t.Errorf("ParseSignerPublicKeyBytes took a recipient key: %v", err)
+	}
 }
 
 // TestKeyParseWrongKind feeds every kind of key file to every parser: only

@@ -200,9 +200,12 @@ type Device struct {
 	Status        string            `json:"status"`
 	Online        bool              `json:"online"`
 	// Quarantined: the last attestation verdict was untrusted or stale.
-	Quarantined bool       `json:"quarantined"`
-	LastSeenAt  *time.Time `json:"last_seen_at"`
-	CreatedAt   time.Time  `json:"created_at"`
+	Quarantined bool `json:"quarantined"`
+	// KEMKey: the device registered the KEM public key package keys are
+	// granted to; without one it can receive no key grants.
+	KEMKey     bool       `json:"kem_key"`
+	LastSeenAt *time.Time `json:"last_seen_at"`
+	CreatedAt  time.Time  `json:"created_at"`
 }
 
 // DeviceUpdate is the body of PATCH /api/v1/devices/{id}. Labels, when not

@@ -10,6 +10,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -47,6 +49,9 @@ type Harness struct {
 	Config  controlplane.Config
 
 	CP *controlplane.ControlPlane
+
+	logw *testWriter
+	stop func() error // stops CP and waits for it; nil while stopped
 }
 
 // Option adjusts the configuration before start.
@@ -95,33 +100,47 @@ func Start(t testing.TB, opts ...Option) *Harness {
 	if err != nil {
 		t.Fatalf("controlplanetest: init: %v", err)
 	}
-	logw := &testWriter{t: t}
+	h := &Harness{AdminKey: res.APIKey, Tenant: Tenant, CAHash: res.CAHash, DataDir: dir, Config: cfg, logw: &testWriter{t: t}}
+	t.Cleanup(func() {
+		if err := h.shutdown(); err != nil {
+			t.Errorf("controlplanetest: %v", err)
+		}
+		h.logw.stop()
+	})
+	h.start(t)
+	return h
+}
+
+// start builds and runs a control plane from h.Config and waits until it
+// is ready.
+func (h *Harness) start(t testing.TB) {
+	t.Helper()
 	getenv := func(k string) string {
 		if k == controlplane.EnvVarSecretKey {
 			return SecretKey
 		}
 		return os.Getenv(k)
 	}
-	cp, err := controlplane.New(cfg, controlplane.WithLogger(slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelDebug}))),
+	cp, err := controlplane.New(h.Config, controlplane.WithLogger(slog.New(slog.NewTextHandler(h.logw, &slog.HandlerOptions{Level: slog.LevelDebug}))),
 		controlplane.WithGetenv(getenv))
 	if err != nil {
 		t.Fatalf("controlplanetest: new: %v", err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
+	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- cp.Run(runCtx) }()
-	t.Cleanup(func() {
+	h.stop = func() error {
 		cancel()
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Errorf("controlplanetest: control plane did not stop cleanly: %v", err)
+				return fmt.Errorf("control plane did not stop cleanly: %w", err)
 			}
+			return nil
 		case <-time.After(20 * time.Second):
-			t.Errorf("controlplanetest: control plane did not stop within 20s")
+			return errors.New("control plane did not stop within 20s")
 		}
-		logw.stop()
-	})
+	}
 	select {
 	case <-cp.Ready():
 	case err := <-done:
@@ -132,10 +151,31 @@ func Start(t testing.TB, opts ...Option) *Harness {
 	pool := x509.NewCertPool()
 	pool.AddCert(cp.CA().PlatformCA())
 	addr := cp.HTTPAddr().String()
-	return &Harness{
-		BaseURL: "https://" + addr, PlainURL: "http://" + addr, MQTTAddr: cp.MQTTAddr().String(),
-		AdminKey: res.APIKey, Tenant: Tenant, CAHash: res.CAHash, CAPool: pool, DataDir: dir, Config: cfg, CP: cp,
+	h.BaseURL, h.PlainURL, h.MQTTAddr, h.CAPool, h.CP = "https://"+addr, "http://"+addr, cp.MQTTAddr().String(), pool, cp
+}
+
+// shutdown stops the running control plane, if any.
+func (h *Harness) shutdown() error {
+	if h.stop == nil {
+		return nil
 	}
+	err := h.stop()
+	h.stop = nil
+	return err
+}
+
+// Restart stops the control plane (it must stop cleanly) and starts a new
+// one over the same data directory, database and KEK, listening on the
+// same addresses, as a restarted tg-controlplane would: clients that
+// reconnect find it where it was. Everything not in the database or the
+// data directory (broker sessions, in-memory state) is gone.
+func (h *Harness) Restart(t testing.TB) {
+	t.Helper()
+	if err := h.shutdown(); err != nil {
+		t.Fatalf("controlplanetest: restart: %v", err)
+	}
+	h.Config.HTTP.Listen, h.Config.MQTT.Listen = strings.TrimPrefix(h.BaseURL, "https://"), h.MQTTAddr
+	h.start(t)
 }
 
 // Store is the control plane's database, for setting up and checking state

@@ -33,6 +33,8 @@ func TestTopicBuilders(t *testing.T) {
 		{FleetAttestationTopic(tenant, fleet, devX), "tg/v1/acme/fleets/flt-1/attestation/dev-x"},
 		{FleetAttestationFilter(tenant, fleet), "tg/v1/acme/fleets/flt-1/attestation/+"},
 		{RolloutEventsTopic(tenant, rollout), "tg/v1/acme/rollouts/rol-1/events"},
+		{RolloutStatusTopic(tenant, rollout), "tg/v1/acme/rollouts/rol-1/status"},
+		{RolloutsFilter(tenant), "tg/v1/acme/rollouts/#"},
 		{TenantFilter(tenant), "tg/v1/acme/#"},
 	}
 	for _, tc := range tests {
@@ -71,6 +73,7 @@ func aclTable() []aclCase {
 		{dev, CmdTopic(other, devX, "attest"), false, false, "same device id, other tenant's cmd"},
 		{dev, FleetAttestationTopic(tenant, fleet, devX), false, false, "verdicts are the control plane's"},
 		{dev, RolloutEventsTopic(tenant, rollout), false, false, "rollout events"},
+		{dev, RolloutStatusTopic(tenant, rollout), false, false, "rollout status"},
 		{dev, "tg/v1/acme/devices/dev-xy/status", false, false, "id prefix is not the id"},
 		{dev, "tg/v1/acme/devices/dev-x", false, false, "own prefix itself"},
 		{dev, "$SYS/broker/uptime", false, false, "$SYS"},
@@ -80,6 +83,8 @@ func aclTable() []aclCase {
 		{operator, CmdTopic(tenant, devX, "attest"), false, true, "tenant cmd: read only"},
 		{operator, FleetAttestationTopic(tenant, fleet, devX), false, true, "verdicts"},
 		{operator, RolloutEventsTopic(tenant, rollout), false, true, "rollout events"},
+		{operator, RolloutStatusTopic(tenant, rollout), false, true, "rollout status (retained)"},
+		{operator, RolloutEventsTopic(other, rollout), false, false, "other tenant's rollout events"},
 		{operator, StatusTopic(other, devX), false, false, "other tenant"},
 		{operator, "$SYS/broker/uptime", false, false, "$SYS"},
 		// The control plane.
@@ -350,4 +355,26 @@ func FuzzWithinImpliesMatch(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRolloutWatchFilters: an operator may watch all its tenant's rollouts
+// with one wildcard subscription, never another tenant's; a device none.
+func TestRolloutWatchFilters(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		id     Identity
+		filter string
+		want   bool
+	}{
+		{operator, RolloutsFilter(tenant), true},
+		{operator, Prefix + "/" + tenant + "/rollouts/+/events", true},
+		{operator, Prefix + "/+/rollouts/+/events", false},
+		{operator, RolloutsFilter(other), false},
+		{dev, RolloutsFilter(tenant), false},
+		{dev, Prefix + "/" + tenant + "/rollouts/+/status", false},
+	} {
+		if got := CanSubscribe(tc.id, tc.filter); got != tc.want {
+			t.Errorf("CanSubscribe(%v, %q) = %v, want %v", tc.id, tc.filter, got, tc.want)
+		}
+	}
 }

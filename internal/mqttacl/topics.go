@@ -59,3 +59,13 @@ func FleetAttestationFilter(tenant, fleet string) string {
 func RolloutEventsTopic(tenant, rollout string) string {
 	return Prefix + "/" + tenant + "/rollouts/" + rollout + "/events"
 }
+
+// RolloutStatusTopic carries the retained summary of one rollout.
+func RolloutStatusTopic(tenant, rollout string) string {
+	return Prefix + "/" + tenant + "/rollouts/" + rollout + "/status"
+}
+
+// RolloutsFilter matches the events and status of every rollout of a
+// tenant (what `tgctl rollout status --watch` and operators' MQTT clients
+// subscribe to).
+func RolloutsFilter(tenant string) string { return Prefix + "/" + tenant + "/rollouts/#" }

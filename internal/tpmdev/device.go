@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/tpmutil"
 )
 
@@ -42,6 +43,9 @@ type Device struct {
 	rw     io.ReadWriteCloser
 	kind   Kind
 	closed bool
+	// loaded are the keys this Device may flush to make room for an
+	// operation that needs transient objects of its own (evictLocked).
+	loaded map[*Key]struct{}
 }
 
 // New wraps an open TPM transport that speaks the raw TPM 2.0 command
@@ -106,6 +110,44 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	return d.rw.Close()
+}
+
+// trackLocked records k as loaded and evictable. The caller holds d.mu.
+func (d *Device) trackLocked(k *Key) {
+	if d.loaded == nil {
+		d.loaded = make(map[*Key]struct{})
+	}
+	d.loaded[k] = struct{}{}
+}
+
+// evictLocked flushes every evictable key; each is re-created from its
+// template on next use. The caller holds d.mu.
+func (d *Device) evictLocked() {
+	for k := range d.loaded {
+		if k.k != nil {
+			k.k.Close()
+			k.k = nil
+		}
+	}
+	clear(d.loaded)
+}
+
+// withRoom runs fn, which needs transient object slots of its own, holding
+// the device lock. A TPM without a resource manager (swtpm, the simulator,
+// /dev/tpm0) holds about three loaded objects; when fn fails for want of
+// object memory and this Device holds evictable keys, they are flushed and
+// fn is run once more. fn must flush what it loaded before returning an
+// error.
+func (d *Device) withRoom(fn func(rw io.ReadWriter) error) error {
+	return d.with(func(rw io.ReadWriter) error {
+		err := fn(rw)
+		var w tpm2.Warning
+		if errors.As(err, &w) && w.Code == tpm2.RCObjectMemory && len(d.loaded) > 0 {
+			d.evictLocked()
+			err = fn(rw)
+		}
+		return err
+	})
 }
 
 // with runs fn holding the device lock.

@@ -7,7 +7,9 @@
 // attestation need: TPM2_Certify (the AK vouches that the TLS key lives in
 // the TPM), TPM2_ActivateCredential (the EK and AK live in the same TPM),
 // TPM2_Quote (PCR evidence for a fresh nonce, with the PCR values read in the
-// same locked section), TPM2_PCR_Read and, for tests, TPM2_PCR_Extend.
+// same locked section), TPM2_PCR_Read and, for tests, TPM2_PCR_Extend. It
+// also seals small secrets to the TPM (Seal, Unseal: a sealed data object
+// under a storage key), which the agent uses for its package-decryption key.
 //
 // # Guarantees
 //
@@ -37,7 +39,18 @@
 //     front of it (swtpm, the simulator, /dev/tpm0) holds only about three
 //     transient objects, so keep at most EK, AK and TLS key loaded at once
 //     and close the EK once enrollment is done (it is needed again only to
-//     re-enroll).
+//     re-enroll). Seal and Unseal need one and two slots of their own; when
+//     the TPM is out of object memory, the Device flushes the owner-hierarchy
+//     primary keys it handed out (AK, TLS key) and re-creates each, from its
+//     template, the next time it is used — the same key, since primaries are
+//     deterministic. The EK is never flushed this way.
+//   - Sealed data (Seal) is bound to this TPM and to its owner hierarchy:
+//     the sealed object's private area is encrypted and integrity-protected
+//     under the storage key (StorageKeyTemplate, a deterministic primary),
+//     so a SealedBlob copied to another machine, or altered, does not load,
+//     and TPM2_Clear makes it unrecoverable. Unsealing needs no password and
+//     no PCR state: it protects against a stolen disk or state file, not
+//     against code running as the agent on the device itself.
 //
 // The qualifying data TPM2_Certify signs during enrollment is computed by
 // package tpmdev/enrollbind, which the control plane uses too.

@@ -77,19 +77,67 @@ func TLSKeyTemplate() tpm2.Public {
 
 // Key is a key loaded in the TPM. Close it when done: TPMs hold only a few
 // loaded objects.
+//
+// A primary key of the owner hierarchy (AK, TLSKey, CreatePrimary) may be
+// flushed by its Device when an operation needs room (see Seal): the Device
+// re-creates it from its template on next use, which gives back the same
+// key. Holders never notice, except for the time re-creation takes.
 type Key struct {
-	dev *Device
-	k   *client.Key
-	pub []byte // TPMT_PUBLIC
+	dev   *Device
+	pub   []byte // TPMT_PUBLIC
+	goPub crypto.PublicKey
+	name  tpm2.Name
+
+	// Guarded by dev.mu.
+	k      *client.Key  // nil while evicted
+	tmpl   *tpm2.Public // set for a primary the Device may evict and re-create
+	closed bool
 }
 
-func newKey(d *Device, k *client.Key) (*Key, error) {
+// errKeyClosed is returned by operations on a closed Key.
+var errKeyClosed = errors.New("tpmdev: key closed")
+
+// newKeyLocked wraps a freshly loaded key; tmpl, when set, lets the Device
+// evict it and re-create it from that template in the owner hierarchy. The
+// caller holds d.mu.
+func newKeyLocked(d *Device, k *client.Key, tmpl *tpm2.Public) (*Key, error) {
 	pub, err := k.PublicArea().Encode()
 	if err != nil {
 		k.Close()
 		return nil, fmt.Errorf("encode public area: %w", err)
 	}
-	return &Key{dev: d, k: k, pub: pub}, nil
+	key := &Key{dev: d, pub: pub, goPub: k.PublicKey(), name: k.Name(), k: k, tmpl: tmpl}
+	if tmpl != nil {
+		d.trackLocked(key)
+	}
+	return key, nil
+}
+
+// loadLocked returns the loaded key, re-creating it if the Device evicted
+// it. The caller holds dev.mu.
+func (k *Key) loadLocked(rw io.ReadWriter) (*client.Key, error) {
+	switch {
+	case k.closed:
+		return nil, errKeyClosed
+	case k.k != nil:
+		return k.k, nil
+	case k.tmpl == nil:
+		return nil, errKeyClosed
+	}
+	ck, err := client.NewKey(rw, tpm2.HandleOwner, *k.tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("re-create key: %w", err)
+	}
+	pub, err := ck.PublicArea().Encode()
+	if err != nil || !bytes.Equal(pub, k.pub) {
+		ck.Close()
+		// The owner hierarchy's seed changed (TPM2_Clear): this is no
+		// longer the key the caller holds.
+		return nil, errors.New("tpmdev: key changed since it was loaded (TPM cleared?)")
+	}
+	k.k = ck
+	k.dev.trackLocked(k)
+	return ck, nil
 }
 
 // PublicArea returns the key's TPMT_PUBLIC in TPM wire format, which is what
@@ -98,49 +146,65 @@ func newKey(d *Device, k *client.Key) (*Key, error) {
 func (k *Key) PublicArea() []byte { return bytes.Clone(k.pub) }
 
 // Public returns the Go public key.
-func (k *Key) Public() crypto.PublicKey { return k.k.PublicKey() }
+func (k *Key) Public() crypto.PublicKey { return k.goPub }
 
 // Name returns the key's TPM Name: nameAlg (2 bytes) ‖ H_nameAlg(TPMT_PUBLIC),
 // without the TPM2B size prefix.
 func (k *Key) Name() ([]byte, error) {
-	n := k.k.Name()
-	if n.Digest == nil {
+	if k.name.Digest == nil {
 		return nil, errors.New("key has no digest name")
 	}
-	return n.Digest.Encode()
+	return k.name.Digest.Encode()
 }
 
 // Close flushes the key from the TPM (persistent handles stay).
 func (k *Key) Close() {
-	_ = k.dev.with(func(io.ReadWriter) error {
+	k.dev.mu.Lock()
+	defer k.dev.mu.Unlock()
+	if k.k != nil && !k.dev.closed {
 		k.k.Close()
-		return nil
-	})
+	}
+	k.k, k.closed = nil, true
+	delete(k.dev.loaded, k)
 }
 
 // Signer returns a crypto.Signer whose Sign runs TPM2_Sign with the key.
 // Only unrestricted signing keys (the TLS key) can be used this way.
 func (k *Key) Signer() (crypto.Signer, error) {
-	s, err := k.k.GetSigner()
+	err := k.dev.with(func(rw io.ReadWriter) error {
+		ck, err := k.loadLocked(rw)
+		if err != nil {
+			return err
+		}
+		_, err = ck.GetSigner()
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("tpm signer: %w", err)
 	}
-	return &lockedSigner{dev: k.dev, s: s}, nil
+	return &lockedSigner{key: k}, nil
 }
 
-// lockedSigner serialises Sign with every other command on the Device.
+// lockedSigner serialises Sign with every other command on the Device and
+// reloads the key if the Device evicted it meanwhile.
 type lockedSigner struct {
-	dev *Device
-	s   crypto.Signer
+	key *Key
 }
 
-func (l *lockedSigner) Public() crypto.PublicKey { return l.s.Public() }
+func (l *lockedSigner) Public() crypto.PublicKey { return l.key.goPub }
 
 func (l *lockedSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	var sig []byte
-	err := l.dev.with(func(io.ReadWriter) error {
-		var err error
-		sig, err = l.s.Sign(rand, digest, opts)
+	err := l.key.dev.with(func(rw io.ReadWriter) error {
+		ck, err := l.key.loadLocked(rw)
+		if err != nil {
+			return err
+		}
+		s, err := ck.GetSigner()
+		if err != nil {
+			return err
+		}
+		sig, err = s.Sign(rand, digest, opts)
 		return err
 	})
 	return sig, err
@@ -163,16 +227,19 @@ func (d *Device) CreatePrimary(tmpl tpm2.Public) (*Key, error) {
 }
 
 func (d *Device) primary(tmpl tpm2.Public, what string) (*Key, error) {
-	var ck *client.Key
+	var key *Key
 	err := d.with(func(rw io.ReadWriter) error {
-		var err error
-		ck, err = client.NewKey(rw, tpm2.HandleOwner, tmpl)
+		ck, err := client.NewKey(rw, tpm2.HandleOwner, tmpl)
+		if err != nil {
+			return err
+		}
+		key, err = newKeyLocked(d, ck, &tmpl)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", what, err)
 	}
-	return newKey(d, ck)
+	return key, nil
 }
 
 // EK is the TPM's endorsement key and, when the manufacturer provisioned
@@ -230,11 +297,10 @@ func (d *Device) EK() (*EK, error) {
 }
 
 func (d *Device) loadEK(spec ekSpec) (*EK, error) {
-	var ck *client.Key
+	var k *Key
 	var cert []byte
 	err := d.with(func(rw io.ReadWriter) error {
-		var err error
-		ck, err = loadPersistentEK(rw, spec)
+		ck, err := loadPersistentEK(rw, spec)
 		if err != nil {
 			// Not provisioned at the standard handle (or something else
 			// lives there): derive it from the endorsement seed instead.
@@ -243,18 +309,17 @@ func (d *Device) loadEK(spec ekSpec) (*EK, error) {
 				return err
 			}
 		}
-		cert, err = readEKCert(rw, spec.certIndex, ck.PublicKey())
-		if err != nil {
+		if cert, err = readEKCert(rw, spec.certIndex, ck.PublicKey()); err != nil {
 			ck.Close()
+			return err
 		}
+		// The EK is never evicted (no template given): re-creating it may
+		// need a policy session, and it is loaded only for enrollment.
+		k, err = newKeyLocked(d, ck, nil)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("endorsement key: %w", err)
-	}
-	k, err := newKey(d, ck)
-	if err != nil {
-		return nil, err
 	}
 	ek := &EK{Key: k, Cert: cert}
 	if cert != nil {

@@ -25,9 +25,16 @@ type Certification struct {
 func (d *Device) CertifyKey(key, ak *Key, qualifyingData []byte) (*Certification, error) {
 	var c Certification
 	err := d.with(func(rw io.ReadWriter) error {
-		var err error
+		kk, err := key.loadLocked(rw)
+		if err != nil {
+			return err
+		}
+		akk, err := ak.loadLocked(rw)
+		if err != nil {
+			return err
+		}
 		// A null scheme makes the TPM use the AK's own scheme.
-		c.Attest, c.Signature, err = tpm2.CertifyEx(rw, "", "", key.k.Handle(), ak.k.Handle(),
+		c.Attest, c.Signature, err = tpm2.CertifyEx(rw, "", "", kk.Handle(), akk.Handle(),
 			qualifyingData, tpm2.SigScheme{Alg: tpm2.AlgNull})
 		return err
 	})
@@ -57,6 +64,14 @@ func (d *Device) ActivateCredential(ak *Key, ek *EK, credBlob, encSecret []byte)
 	}
 	var out []byte
 	err = d.with(func(rw io.ReadWriter) error {
+		akk, err := ak.loadLocked(rw)
+		if err != nil {
+			return err
+		}
+		ekk, err := ek.loadLocked(rw)
+		if err != nil {
+			return err
+		}
 		// The EK's authPolicy (TCG default) is PolicySecret(TPM_RH_ENDORSEMENT).
 		sess, err := client.NewEKSession(rw)
 		if err != nil {
@@ -69,7 +84,7 @@ func (d *Device) ActivateCredential(ak *Key, ek *EK, credBlob, encSecret []byte)
 		}
 		akAuth := tpm2.AuthCommand{Session: tpm2.HandlePasswordSession, Attributes: tpm2.AttrContinueSession}
 		out, err = tpm2.ActivateCredentialUsingAuth(rw, []tpm2.AuthCommand{akAuth, ekAuth},
-			ak.k.Handle(), ek.k.Handle(), cred, secret)
+			akk.Handle(), ekk.Handle(), cred, secret)
 		return err
 	})
 	if err != nil {
@@ -102,8 +117,12 @@ func (d *Device) Quote(ak *Key, hash tpm2.Algorithm, pcrs []int, nonce []byte) (
 	sel := tpm2.PCRSelection{Hash: hash, PCRs: append([]int(nil), pcrs...)}
 	sort.Ints(sel.PCRs)
 	var q *Quote
-	err := d.with(func(io.ReadWriter) error {
-		pq, err := ak.k.Quote(sel, nonce)
+	err := d.with(func(rw io.ReadWriter) error {
+		akk, err := ak.loadLocked(rw)
+		if err != nil {
+			return err
+		}
+		pq, err := akk.Quote(sel, nonce)
 		if err != nil {
 			return err
 		}

@@ -26,8 +26,16 @@ type EnrollRequest struct {
 	// KEMPublic is the device's X-Wing public key (tgsp recipient
 	// encoding), the key package DEKs are granted to; its private part
 	// stays on the device, sealed by the TPM where there is one. Optional
-	// (devices without it get no key grants).
+	// (devices without it get no key grants). With TPM evidence it is
+	// bound into the TLS key's certification (enrollbind.QualifyingDataKEM).
 	KEMPublic []byte `json:"kem_public,omitempty"`
+}
+
+// KEMKeyRequest is the body of PUT /api/v1/device/kem-key: a device
+// enrolled without a KEM key registers one, once.
+type KEMKeyRequest struct {
+	// KEMPublic is the X-Wing public key (tgsp recipient encoding).
+	KEMPublic []byte `json:"kem_public"`
 }
 
 // TPMEvidence is what the device's TPM produced for enrollment.
@@ -41,7 +49,7 @@ type TPMEvidence struct {
 	// TLSKeyPublic is the TLS key's TPMT_PUBLIC.
 	TLSKeyPublic []byte `json:"tls_key_public"`
 	// TLSKeyCertify is the TPMS_ATTEST from TPM2_Certify(TLS key, AK,
-	// enrollbind.QualifyingData(Token, CSR)).
+	// enrollbind.QualifyingDataKEM(Token, CSR, KEMPublic)).
 	TLSKeyCertify []byte `json:"tls_key_certify"`
 	// TLSKeyCertifySignature is the AK's TPMT_SIGNATURE over TLSKeyCertify.
 	TLSKeyCertifySignature []byte `json:"tls_key_certify_signature"`

@@ -32,3 +32,20 @@ const (
 	CodeMethod          = "METHOD_NOT_ALLOWED"
 	CodeInternal        = "INTERNAL"
 )
+
+// Package registry codes: 422 for a pushed package that does not verify,
+// is signed by no pinned publisher, cannot be opened by the control
+// plane's recipient key, or has expired; 403 KEY_GRANT_REFUSED when the
+// control plane refuses a device a package key (see KeyGrant).
+const (
+	CodeInvalidPackage   = "INVALID_PACKAGE"
+	CodeUnknownPublisher = "UNKNOWN_PUBLISHER"
+	CodeNotARecipient    = "NOT_A_RECIPIENT"
+	CodePackageExpired   = "PACKAGE_EXPIRED"
+	CodeKeyGrantRefused  = "KEY_GRANT_REFUSED"
+)
+
+// CodeJobCancelled is 410 on GET /api/v1/device/jobs/{id} for a job an
+// operator's abort or rollback cancelled before the device started it:
+// the device drops the job (and reports nothing further about it).
+const CodeJobCancelled = "JOB_CANCELLED"

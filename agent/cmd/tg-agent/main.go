@@ -249,6 +249,14 @@ func statusCmd(stdout io.Writer) *cobra.Command {
 				row("enrolled at", st.EnrolledAt.Format(time.RFC3339))
 				row("control plane", st.ControlPlaneURL)
 				row("broker", st.BrokerURL)
+				kem := "none"
+				if st.KEMKey != "" {
+					kem = st.KEMKey + ", not registered"
+					if st.KEMKeyRegistered {
+						kem = st.KEMKey + ", registered"
+					}
+				}
+				row("package key", kem)
 			}
 			row("running", st.Running)
 			if st.Running {

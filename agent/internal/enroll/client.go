@@ -32,6 +32,7 @@ const (
 	PathActivate = "/api/v1/enroll/activate"
 	PathRenew    = "/api/v1/device/renew"
 	PathSelf     = "/api/v1/device/self"
+	PathKEMKey   = "/api/v1/device/kem-key"
 )
 
 // maxResponse bounds what is read from the server.
@@ -223,9 +224,12 @@ func (id *Identity) TLSCertificate(signer crypto.Signer) *tls.Certificate {
 }
 
 // Enroll enrolls the device with token: the TLS key (tlsKey, loaded from
-// dev) gets a certificate. It loads the EK and the AK for the duration of
-// the call. Errors are classified by Retryable.
-func (c *Client) Enroll(ctx context.Context, dev *tpmdev.Device, tlsKey *tpmdev.Key, token string) (*Identity, error) {
+// dev) gets a certificate. kemPublic, when not empty, is the device's KEM
+// public key (tgsp recipient encoding) for package key grants; the AK's
+// certification of the TLS key covers it, so it cannot be swapped on the
+// way. It loads the EK and the AK for the duration of the call. Errors are
+// classified by Retryable.
+func (c *Client) Enroll(ctx context.Context, dev *tpmdev.Device, tlsKey *tpmdev.Key, token string, kemPublic []byte) (*Identity, error) {
 	if token == "" {
 		return nil, errors.New("enroll: empty token")
 	}
@@ -247,7 +251,7 @@ func (c *Client) Enroll(ctx context.Context, dev *tpmdev.Device, tlsKey *tpmdev.
 		return nil, &tpmError{fmt.Errorf("enroll: %w", err)}
 	}
 	defer ak.Close()
-	cert, err := dev.CertifyKey(tlsKey, ak, enrollbind.QualifyingData(token, csr))
+	cert, err := dev.CertifyKey(tlsKey, ak, enrollbind.QualifyingDataKEM(token, csr, kemPublic))
 	if err != nil {
 		return nil, &tpmError{fmt.Errorf("enroll: %w", err)}
 	}
@@ -263,6 +267,7 @@ func (c *Client) Enroll(ctx context.Context, dev *tpmdev.Device, tlsKey *tpmdev.
 			TLSKeyCertify:          cert.Attest,
 			TLSKeyCertifySignature: cert.Signature,
 		},
+		KEMPublic: kemPublic,
 	}
 	status, body, err := c.do(ctx, http.MethodPost, PathEnroll, req)
 	if err != nil {
@@ -300,8 +305,9 @@ func (c *Client) Enroll(ctx context.Context, dev *tpmdev.Device, tlsKey *tpmdev.
 // with no TPM evidence, and expects the certificate at once (201). The
 // control plane admits this only into a fleet whose policy allows devices
 // without a TPM and marks the device so; its refusal wraps ErrRefused and
-// Explain says what to change. Errors are classified by Retryable.
-func (c *Client) EnrollWithoutTPM(ctx context.Context, key crypto.Signer, token string) (*Identity, error) {
+// Explain says what to change. kemPublic is as for Enroll, protected only by
+// the pinned TLS connection. Errors are classified by Retryable.
+func (c *Client) EnrollWithoutTPM(ctx context.Context, key crypto.Signer, token string, kemPublic []byte) (*Identity, error) {
 	if token == "" {
 		return nil, errors.New("enroll: empty token")
 	}
@@ -309,7 +315,7 @@ func (c *Client) EnrollWithoutTPM(ctx context.Context, key crypto.Signer, token 
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
-	req := wire.EnrollRequest{Token: token, CSR: csr, TPMKind: wire.TPMKindNone}
+	req := wire.EnrollRequest{Token: token, CSR: csr, TPMKind: wire.TPMKindNone, KEMPublic: kemPublic}
 	status, body, err := c.do(ctx, http.MethodPost, PathEnroll, req)
 	if err != nil {
 		if errors.Is(err, ErrRefused) {
@@ -358,6 +364,21 @@ func (c *Client) Renew(ctx context.Context, signer crypto.Signer) (*Identity, er
 		return nil, fmt.Errorf("renew: %w", err)
 	}
 	return id, nil
+}
+
+// RegisterKEMKey registers the device's KEM public key (PUT
+// /api/v1/device/kem-key) for a device enrolled without one; the client
+// must present the device certificate. The same key again succeeds; a
+// device that already has another key gets an error wrapping ErrConflict.
+// Errors are classified by Retryable.
+func (c *Client) RegisterKEMKey(ctx context.Context, kemPublic []byte) error {
+	if c.cfg.GetClientCertificate == nil {
+		return errors.New("register KEM key: no client certificate configured")
+	}
+	if _, _, err := c.do(ctx, http.MethodPut, PathKEMKey, wire.KEMKeyRequest{KEMPublic: kemPublic}); err != nil {
+		return fmt.Errorf("register KEM key: %w", err)
+	}
+	return nil
 }
 
 // Self returns the control plane's record of this device (GET

@@ -22,8 +22,10 @@
 //
 // Enroll builds the CSR with the TPM-resident TLS key (the TPM signs it),
 // has the attestation key certify the TLS key over
-// enrollbind.QualifyingData(token, CSR) (binding the certification to this
-// token and this CSR), sends the EK, AK and TLS key public areas, and answers
+// enrollbind.QualifyingDataKEM(token, CSR, KEM public key) (binding the
+// certification to this token, this CSR and the device's package-key
+// public key), sends the EK, AK and TLS key public areas and the KEM public
+// key, and answers
 // the credential-activation challenge with TPM2_ActivateCredential, which
 // the TPM performs only if the EK and the AK live in it. The returned
 // certificate is checked before it is accepted: its key must be the TLS key,
@@ -39,6 +41,12 @@
 // certificate is checked as above. Nothing is proven about the key beyond
 // possession, which is why such devices are marked "none" and are never
 // attestable.
+//
+// # KEM key
+//
+// A device enrolled without a KEM public key (by an agent from before
+// package key grants) registers one with RegisterKEMKey (PUT
+// /api/v1/device/kem-key, device mTLS), once.
 //
 // # Errors
 //

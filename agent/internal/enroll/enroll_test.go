@@ -1,6 +1,7 @@
 package enroll_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -15,7 +16,17 @@ import (
 	"github.com/tensorguard/tensorguardflow/internal/tpmdev/tpmdevtest"
 	"github.com/tensorguard/tensorguardflow/internal/tpmdev/tpmsim"
 	"github.com/tensorguard/tensorguardflow/internal/wire"
+	"github.com/tensorguard/tensorguardflow/tgsp"
 )
+
+func kemPublic(t *testing.T) []byte {
+	t.Helper()
+	k, err := tgsp.GenerateRecipient(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.Public().Bytes()
+}
 
 // simTPM opens the simulator with an EK certificate from a test
 // manufacturer and returns it with its TLS key. The simulator is a
@@ -62,9 +73,13 @@ func TestEnrollAndRenew(t *testing.T) {
 	cp := enrolltest.Start(t, enrolltest.Options{EKRoots: ekCA.Pool()})
 	cp.AddToken("tok-good", time.Now().Add(time.Hour))
 
-	id, err := pinnedClient(t, cp, cp.Pin).Enroll(ctx(t), dev, key, "tok-good")
+	kem := kemPublic(t)
+	id, err := pinnedClient(t, cp, cp.Pin).Enroll(ctx(t), dev, key, "tok-good", kem)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := cp.KEMPublic(id.DeviceID); !bytes.Equal(got, kem) {
+		t.Fatal("the control plane did not get the KEM key with the enrollment")
 	}
 	if id.TenantID != cp.Tenant() || id.FleetID != cp.Fleet() || !strings.HasPrefix(id.DeviceID, "dev-") {
 		t.Fatalf("identity %+v", id)
@@ -110,6 +125,19 @@ func TestEnrollAndRenew(t *testing.T) {
 		t.Fatalf("self: %s %v", self, err)
 	}
 
+	// The KEM key route: the enrolled key again is fine, another one is a
+	// permanent conflict.
+	if err := renewer.RegisterKEMKey(ctx(t), kem); err != nil {
+		t.Fatalf("register the enrolled KEM key again: %v", err)
+	}
+	err = renewer.RegisterKEMKey(ctx(t), kemPublic(t))
+	if !errors.Is(err, enroll.ErrConflict) || enroll.Retryable(err) {
+		t.Fatalf("register another KEM key: %v (retryable %v), want a permanent ErrConflict", err, enroll.Retryable(err))
+	}
+	if got := cp.KEMPublic(id.DeviceID); !bytes.Equal(got, kem) {
+		t.Fatal("another KEM key replaced the enrolled one")
+	}
+
 	// A revoked device is told so, and it is not retryable.
 	cp.Revoke(id.DeviceID)
 	renewer.CloseIdleConnections()
@@ -124,7 +152,7 @@ func TestEnrollErrors(t *testing.T) {
 	cp := enrolltest.Start(t, enrolltest.Options{})
 	cp.AddToken("tok-used", time.Now().Add(time.Hour))
 	cp.AddToken("tok-old", time.Now().Add(-time.Minute))
-	if _, err := pinnedClient(t, cp, cp.Pin).Enroll(ctx(t), dev, key, "tok-used"); err != nil {
+	if _, err := pinnedClient(t, cp, cp.Pin).Enroll(ctx(t), dev, key, "tok-used", nil); err != nil {
 		t.Fatal(err)
 	}
 	other := enrolltest.Start(t, enrolltest.Options{})
@@ -153,7 +181,7 @@ func TestEnrollErrors(t *testing.T) {
 				tc.inject()
 			}
 			before := cp.Calls("enroll")
-			_, err := pinnedClient(t, cp, tc.pin).Enroll(ctx(t), dev, key, tc.token)
+			_, err := pinnedClient(t, cp, tc.pin).Enroll(ctx(t), dev, key, tc.token, nil)
 			if err == nil {
 				t.Fatal("enrolled")
 			}
@@ -185,7 +213,7 @@ func TestCAFileAndConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Enroll(ctx(t), dev, key, "tok-a"); err != nil {
+	if _, err := c.Enroll(ctx(t), dev, key, "tok-a", nil); err != nil {
 		t.Fatal(err)
 	}
 	other := enrolltest.Start(t, enrolltest.Options{})
@@ -193,7 +221,7 @@ func TestCAFileAndConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Enroll(ctx(t), dev, key, "tok-a"); !errors.Is(err, enroll.ErrPinMismatch) {
+	if _, err := c.Enroll(ctx(t), dev, key, "tok-a", nil); !errors.Is(err, enroll.ErrPinMismatch) {
 		t.Fatalf("CA file of another server: %v", err)
 	}
 

@@ -23,6 +23,9 @@ var (
 	ErrRefused = errors.New("enrollment refused by the control plane")
 	// ErrRevoked: the device or its certificate was revoked.
 	ErrRevoked = errors.New("device revoked")
+	// ErrConflict: the control plane's state forbids the request; for
+	// RegisterKEMKey, the device already has another KEM key.
+	ErrConflict = errors.New("conflict with the control plane's state")
 	// ErrPinMismatch: the server's TLS chain does not root at the pinned CA
 	// (or does not verify against the configured CA file).
 	ErrPinMismatch = errors.New("control plane certificate does not match the pinned CA")
@@ -61,6 +64,8 @@ func (e *APIError) Unwrap() error {
 		return ErrRefused
 	case wire.CodeRevoked:
 		return ErrRevoked
+	case wire.CodeConflict:
+		return ErrConflict
 	}
 	return nil
 }

@@ -30,7 +30,7 @@ func TestEnrollWithoutTPM(t *testing.T) {
 
 	cp := enrolltest.Start(t, enrolltest.Options{AllowNoTPM: true})
 	cp.AddToken("tok-1", time.Now().Add(time.Hour))
-	id, err := pinnedClient(t, cp, cp.Pin).EnrollWithoutTPM(ctx(t), key, "tok-1")
+	id, err := pinnedClient(t, cp, cp.Pin).EnrollWithoutTPM(ctx(t), key, "tok-1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,9 +50,21 @@ func TestEnrollWithoutTPM(t *testing.T) {
 		t.Fatalf("renew: %+v %v", renewed, err)
 	}
 
+	// Enrolled without a KEM key (an older agent): it registers one later.
+	if cp.KEMPublic(id.DeviceID) != nil {
+		t.Fatal("a KEM key appeared from nowhere")
+	}
+	kem := kemPublic(t)
+	if err := renewer.RegisterKEMKey(ctx(t), kem); err != nil {
+		t.Fatalf("register KEM key: %v", err)
+	}
+	if got := cp.KEMPublic(id.DeviceID); string(got) != string(kem) {
+		t.Fatal("the control plane did not store the registered KEM key")
+	}
+
 	strict := enrolltest.Start(t, enrolltest.Options{})
 	strict.AddToken("tok-1", time.Now().Add(time.Hour))
-	_, err = pinnedClient(t, strict, strict.Pin).EnrollWithoutTPM(ctx(t), key, "tok-1")
+	_, err = pinnedClient(t, strict, strict.Pin).EnrollWithoutTPM(ctx(t), key, "tok-1", nil)
 	if !errors.Is(err, enroll.ErrRefused) || enroll.Retryable(err) {
 		t.Fatalf("strict fleet: %v (retryable %v)", err, enroll.Retryable(err))
 	}
@@ -71,7 +83,7 @@ func TestEnrollWithoutTPM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.EnrollWithoutTPM(ctx(t), key, "tok-1"); !errors.Is(err, enroll.ErrBadResponse) {
+	if _, err := c.EnrollWithoutTPM(ctx(t), key, "tok-1", nil); !errors.Is(err, enroll.ErrBadResponse) {
 		t.Fatalf("challenge to a device without a TPM: %v", err)
 	}
 }

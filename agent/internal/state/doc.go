@@ -1,7 +1,7 @@
 // Package state is the agent's durable store: one bbolt file
 // (/var/lib/tensorguard/agent.db by default) holding the device identity, the
 // MQTT session counter, a small generic key/value space, and the buckets that
-// other subsystems own (the outbox, later jobs).
+// other subsystems own (the outbox, the install pipeline's jobs and slots).
 //
 // Guarantees:
 //
@@ -25,5 +25,6 @@
 //	kv         one nested bucket per namespace (see Put, Get, Delete)
 //
 // Bucket names reserved for other packages, which create and version their own
-// contents through Update and View: "outbox" (package outbox), "jobs".
+// contents through Update and View: "outbox" (package outbox), "install"
+// (package install: jobs, the A/B slots, anti-rollback marks).
 package state

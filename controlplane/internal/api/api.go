@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/registry"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
 	"github.com/tensorguard/tensorguardflow/internal/wire"
 )
@@ -58,6 +59,14 @@ type Deps struct {
 	Revoker Revoker
 	// Attester serves on-demand attestation (nil: the route answers 503).
 	Attester Attester
+	// PolicySigner signs pushed policy bundles (nil: the push answers
+	// 503); PolicyNotifier tells the fleet's devices (nil: nobody).
+	PolicySigner   PolicySigner
+	PolicyNotifier PolicyNotifier
+	// Packages is the package registry (nil: its routes answer 503).
+	Packages *registry.Registry
+	// Rollouts is the rollout engine (nil: the rollout routes answer 503).
+	Rollouts Rollouts
 	// BrokerURL is the MQTT broker's address as operators reach it, e.g.
 	// "mqtts://cp.example.com:8883", returned with MQTT credentials.
 	BrokerURL string
@@ -75,11 +84,17 @@ type handler struct {
 	ca        CA
 	revoker   Revoker
 	attester  Attester
+	packages  *registry.Registry
+	rollouts  Rollouts
 	brokerURL func() string
 	now       func() time.Time
 	log       *slog.Logger
 	mux       *http.ServeMux
 	openapi   []byte
+
+	// Policy pushes (handlers_policy.go).
+	policySigner   PolicySigner
+	policyNotifier PolicyNotifier
 }
 
 type noRevoker struct{}
@@ -97,11 +112,14 @@ func New(d Deps) http.Handler {
 		ca:        d.CA,
 		revoker:   d.Revoker,
 		attester:  d.Attester,
+		packages:  d.Packages,
+		rollouts:  d.Rollouts,
 		brokerURL: d.BrokerURLFunc,
 		now:       d.Now,
 		log:       d.Logger,
 		mux:       http.NewServeMux(),
 	}
+	a.policySigner, a.policyNotifier = d.PolicySigner, d.PolicyNotifier
 	if a.revoker == nil {
 		a.revoker = noRevoker{}
 	}

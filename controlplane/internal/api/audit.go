@@ -94,16 +94,23 @@ func (a *handler) mutate(r *http.Request, action string, fn func(tx *store.Tx, p
 		if err != nil {
 			return err
 		}
-		var details json.RawMessage
-		if len(c.details) > 0 {
-			if details, err = json.Marshal(c.details); err != nil {
-				return fmt.Errorf("audit details of %s: %w", action, err)
-			}
-		}
-		_, err = AppendAudit(ctx, tx, audit.Entry{
-			Tenant: p.Tenant, Time: a.now(), Actor: p.ID, Action: action,
-			Target: c.target, RequestID: RequestID(ctx), Details: details,
-		})
-		return err
+		return a.appendChange(ctx, tx, p, action, c)
 	})
+}
+
+// appendChange appends the audit entry of a change made by p in tx; for
+// mutations whose transaction another package runs (the registry's).
+func (a *handler) appendChange(ctx context.Context, tx *store.Tx, p principal, action string, c change) error {
+	var details json.RawMessage
+	if len(c.details) > 0 {
+		var err error
+		if details, err = json.Marshal(c.details); err != nil {
+			return fmt.Errorf("audit details of %s: %w", action, err)
+		}
+	}
+	_, err := AppendAudit(ctx, tx, audit.Entry{
+		Tenant: p.Tenant, Time: a.now(), Actor: p.ID, Action: action,
+		Target: c.target, RequestID: RequestID(ctx), Details: details,
+	})
+	return err
 }

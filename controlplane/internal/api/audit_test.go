@@ -45,7 +45,7 @@ func TestAuditChain(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
-	if want := 4 + 2 + 8 + 1; int(rep.Entries) != want {
+	if want := 4 + 2 + 1 + 2 + 8 + 1; int(rep.Entries) != want { // makeObjects: 4, a publisher and a package, a rollout
 		t.Errorf("%d entries, want %d", rep.Entries, want)
 	}
 	last := entries[len(entries)-1]

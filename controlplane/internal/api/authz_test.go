@@ -8,6 +8,7 @@ import (
 
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/api"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
+	"github.com/tensorguard/tensorguardflow/tgsp"
 )
 
 // objects is one of each kind of object in tenant acme.
@@ -17,6 +18,11 @@ type objects struct {
 	token    api.EnrollmentTokenCreated
 	operator api.Operator
 	key      api.APIKeyCreated
+	// publisher and pkg: a pinned publisher and a pushed package.
+	publisher api.Publisher
+	pkg       api.Package
+	// rollout: a rollout of pkg to fleet.
+	rollout api.Rollout
 }
 
 func makeObjects(t *testing.T, c *client) objects {
@@ -28,6 +34,10 @@ func makeObjects(t *testing.T, c *client) objects {
 	c.call("POST", "/api/v1/operators", "/api/v1/operators", admin, api.OperatorCreate{Name: "carol", Role: "operator"}, 201, &o.operator)
 	c.call("POST", "/api/v1/api-keys", "/api/v1/api-keys", admin, api.APIKeyCreate{Name: "carol-ci", Role: "operator", OperatorID: o.operator.ID}, 201, &o.key)
 	o.device = seedDevice(t, c.env.Store, "acme", o.fleet.ID, "ek-acme", map[string]string{"site": "berlin"})
+	k := newKit(t, c, admin)
+	c.call("POST", "/api/v1/publishers", "/api/v1/publishers", admin, k.publisherCreate("ml-team"), 201, &o.publisher)
+	c.push(admin, k.pack("resnet", "1.0.0"), 201, &o.pkg)
+	c.call("POST", "/api/v1/rollouts", "/api/v1/rollouts", admin, api.RolloutCreate{Package: o.pkg.ID, Fleet: o.fleet.ID}, 201, &o.rollout)
 	return o
 }
 
@@ -43,8 +53,12 @@ func (o objects) path(pattern string) string {
 		id = o.token.ID
 	case strings.HasPrefix(pattern, "/api/v1/devices/"):
 		id = o.device.ID
+	case strings.HasPrefix(pattern, "/api/v1/rollouts/"):
+		id = o.rollout.ID
 	}
 	p := strings.ReplaceAll(pattern, "{fleet}", o.fleet.ID)
+	p = strings.ReplaceAll(p, "{publisher}", o.publisher.Name)
+	p = strings.ReplaceAll(p, "{package}", o.pkg.ID)
 	return strings.ReplaceAll(p, "{id}", id)
 }
 
@@ -68,6 +82,20 @@ func validBody(t *testing.T, method, pattern string) any {
 		return map[string]any{"name": "stolen"}
 	case "POST /api/v1/mqtt/credentials":
 		return api.MQTTCredentialsRequest{CSR: csrPEM(t, p256Key(t))}
+	case "POST /api/v1/fleets/{fleet}/policy":
+		return api.PolicyPush{Files: map[string]string{"install.rego": "package tensorguard.install\n\nallow := true\n"}}
+	case "POST /api/v1/publishers":
+		k, err := tgsp.GenerateSigner(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return api.PublisherCreate{Name: "stolen", PublicKeyPEM: string(k.Public().MarshalPEM())}
+	case "POST /api/v1/rollouts/{id}/pause", "POST /api/v1/rollouts/{id}/abort", "POST /api/v1/rollouts/{id}/rollback":
+		return api.RolloutAction{Reason: "a test"}
+	case "POST /api/v1/rollouts":
+		return api.RolloutCreate{Package: "resnet@1.0.0", Fleet: "edge"}
+	case "POST /api/v1/packages":
+		return []byte("a .tgsp file: the role check comes before the body is read")
 	}
 	return nil
 }
@@ -177,8 +205,8 @@ func TestRoles(t *testing.T) {
 			c.wantError(rt.Method, rt.Path, path, operatorKey, body, 403, "FORBIDDEN")
 		}
 	}
-	if mutating != 14 { // docs/api.md: 14 mutating routes besides the MQTT credential
-		t.Errorf("%d mutating routes checked, want 14", mutating)
+	if mutating != 24 { // docs/api.md: 24 mutating routes besides the MQTT credential
+		t.Errorf("%d mutating routes checked, want 24", mutating)
 	}
 	if after := auditLen(t, c.env.Store, "acme"); after != before {
 		t.Errorf("refused requests changed the audit chain: %d → %d entries", before, after)

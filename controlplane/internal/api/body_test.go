@@ -30,8 +30,8 @@ func TestMalformedBodies(t *testing.T) {
 	for _, rt := range api.Routes() {
 		op, _ := dig(doc, "paths", rt.Path, strings.ToLower(rt.Method)).(map[string]any)
 		rb, _ := op["requestBody"].(map[string]any)
-		if rb == nil {
-			continue
+		if rb == nil || dig(rb, "content", "application/json") == nil {
+			continue // none, or a file (POST /api/v1/packages: its own tests)
 		}
 		routes++
 		required, _ := rb["required"].(bool)
@@ -92,8 +92,8 @@ func TestMalformedBodies(t *testing.T) {
 			}
 		}
 	}
-	if routes != 9 {
-		t.Errorf("%d routes take a body, want 9", routes)
+	if routes != 15 {
+		t.Errorf("%d routes take a JSON body, want 15", routes)
 	}
 	// A nested field is named by its path.
 	st, _, raw := rawDo(t, c, "POST", "/api/v1/fleets", admin, "application/json", []byte(`{"name":"n","policy":{"cert_ttl":5}}`), false)

@@ -411,6 +411,10 @@ func runCRUD(t *testing.T, c *client) {
 	for _, q := range []string{"?after=-1", "?limit=0", "?limit=1001", "?after=x", "?befor=3"} {
 		c.wantError("GET", "/api/v1/audit", "/api/v1/audit"+q, admin, nil, 400, "BAD_REQUEST")
 	}
+
+	runPackageCRUD(t, c)
+	runRolloutCRUD(t, c)
+	runPolicyCRUD(t, c)
 }
 
 func p256Key(t *testing.T) *ecdsa.PrivateKey {

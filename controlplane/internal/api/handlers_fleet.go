@@ -202,7 +202,7 @@ func (a *handler) deleteFleet(w http.ResponseWriter, r *http.Request) error {
 			return change{}, err
 		}
 		if err := tx.DeleteFleet(r.Context(), p.Tenant, f.ID); err != nil {
-			return change{}, onConflict(err, "fleet %s still has devices: delete them first", f.ID)
+			return change{}, onConflict(err, "fleet %s still has devices (delete them first) or rollouts (which keep it)", f.ID)
 		}
 		return change{target: f.ID, details: map[string]any{"name": f.Name}}, nil
 	})

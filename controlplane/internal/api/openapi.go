@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -64,6 +65,62 @@ func object(desc string, required []string, props obj) obj {
 
 func roleSchema(desc string) obj { return enum(desc, "admin", "operator", "viewer") }
 
+// Package objects.
+var (
+	packageFields = []string{"id", "name", "version", "signed_id", "size", "publisher_key_id", "expires_at", "created_at"}
+	packageProps  = obj{
+		"id":               str("lowercase hex SHA-256 of the .tgsp file"),
+		"name":             str("from the signed manifest"),
+		"version":          str("semantic version, from the signed manifest"),
+		"signed_id":        str("TGSP package id: SHA-256 of header and manifest"),
+		"size":             obj{"type": "integer", "minimum": 1, "description": "bytes"},
+		"publisher_key_id": str("key id of the publisher that signed it"),
+		"expires_at":       dateTime("the signed expiry"),
+		"created_at":       dateTime("when it was pushed"),
+	}
+	packageDetailProps = func() obj {
+		o := obj{
+			"manifest": obj{"type": "object", "description": "the signed TGSP manifest"},
+			"dp_cert":  obj{"type": []any{"object", "null"}, "description": "dp_cert.json: the (ε, δ) the model was trained under; null if absent"},
+			"evidence": obj{"type": []any{"object", "null"}, "description": "evidence.json; null if absent"},
+		}
+		for k, v := range packageProps {
+			o[k] = v
+		}
+		return o
+	}()
+)
+
+// Policy revision objects.
+var (
+	policyRevisionFields = []string{"fleet_id", "revision", "sha256", "size", "key_id", "created_by", "created_at"}
+	policyRevisionProps  = obj{
+		"fleet_id":   str("flt-…"),
+		"revision":   obj{"type": "integer", "minimum": 1, "description": "1, 2, 3, … per fleet; the signed manifest's revision"},
+		"sha256":     str("lowercase hex SHA-256 of the signed bundle"),
+		"size":       obj{"type": "integer", "minimum": 1, "description": "bytes of the signed bundle"},
+		"key_id":     str("the tenant policy key that signed it"),
+		"created_by": str("key-… of the API key that pushed it"),
+		"created_at": dateTime(""),
+	}
+	policyPushedProps = func() obj {
+		o := obj{
+			"files": arrayOf(str("source path")),
+			"roots": arrayOf(str("manifest root: a package's or top-level data key's first segment")),
+		}
+		for k, v := range policyRevisionProps {
+			o[k] = v
+		}
+		return o
+	}()
+)
+
+// Operations whose request or response body is a package file, not JSON.
+var (
+	binaryRequest  = map[string]bool{"pushPackage": true}
+	binaryResponse = map[string]bool{"downloadPackage": true, "devicePackage": true}
+)
+
 func schemas() obj {
 	policy := obj{
 		"allow_no_tpm":        boolean("devices without a TPM may enroll (they are marked tpm_kind none)"),
@@ -105,7 +162,9 @@ func schemas() obj {
 	keyFields := []string{"id", "name", "role", "operator_id", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at"}
 	codes := []string{wire.CodeBadRequest, wire.CodeUnauthenticated, wire.CodeForbidden, wire.CodeNotFound, wire.CodeConflict,
 		wire.CodeTokenUsed, wire.CodeTokenExpired, wire.CodeEnrollRefused, wire.CodeRevoked, wire.CodeTooLarge,
-		wire.CodeUnsupported, wire.CodeMethod, wire.CodeInternal}
+		wire.CodeUnsupported, wire.CodeMethod, wire.CodeInternal,
+		wire.CodeInvalidPackage, wire.CodeUnknownPublisher, wire.CodeNotARecipient, wire.CodePackageExpired, wire.CodeKeyGrantRefused,
+		wire.CodeJobCancelled}
 
 	return obj{
 		"Error": object("every error response", []string{"error"}, obj{
@@ -168,7 +227,7 @@ func schemas() obj {
 			"state":          enum("", "active", "used", "expired"),
 		}),
 		"Device": object("", []string{"id", "fleet_id", "name", "labels", "device_type", "tpm_kind", "ek_fingerprint",
-			"cert_serial", "cert_not_after", "status", "online", "quarantined", "last_seen_at", "created_at"}, obj{
+			"cert_serial", "cert_not_after", "status", "online", "quarantined", "kem_key", "last_seen_at", "created_at"}, obj{
 			"id": str("dev-…"), "fleet_id": str("flt-…"), "name": str(""),
 			"labels":         obj{"type": "object", "additionalProperties": obj{"type": "string"}},
 			"device_type":    str("e.g. jetson-orin"),
@@ -179,6 +238,7 @@ func schemas() obj {
 			"status":         enum("", "enrolled", "revoked"),
 			"online":         boolean("connected to the broker"),
 			"quarantined":    boolean("its last attestation verdict was untrusted or stale: excluded from rollouts and key releases until trusted again"),
+			"kem_key":        boolean("the device registered its KEM public key (not shown), which package keys are granted to; without one it gets no key grants"),
 			"last_seen_at":   nullable("string", "date-time", ""),
 			"created_at":     dateTime(""),
 		}),
@@ -239,8 +299,9 @@ func schemas() obj {
 		}),
 		"EnrollRequest": object("wire.EnrollRequest", []string{"token", "csr", "tpm_kind"}, obj{
 			"token": str("tgt_…"), "csr": b64("PKCS #10, DER (PEM accepted)"),
-			"tpm_kind": enum("", wire.TPMKindHardware, wire.TPMKindSWTPM, wire.TPMKindSimulated, wire.TPMKindNone),
-			"tpm":      ref("TPMEvidence"),
+			"tpm_kind":   enum("", wire.TPMKindHardware, wire.TPMKindSWTPM, wire.TPMKindSimulated, wire.TPMKindNone),
+			"tpm":        ref("TPMEvidence"),
+			"kem_public": b64("the device's X-Wing public key (tgsp recipient encoding) for package key grants; bound into tls_key_certify"),
 		}),
 		"Challenge": object("wire.Challenge", []string{"session_id", "credential_blob", "encrypted_secret", "expires_at"}, obj{
 			"session_id": str(""), "credential_blob": b64("TPM2B_ID_OBJECT"), "encrypted_secret": b64("TPM2B_ENCRYPTED_SECRET"),
@@ -253,6 +314,51 @@ func schemas() obj {
 			"device_id": str("dev-…"), "certificate_pem": str("device certificate and chain"), "ca_pem": str("fleet CA root"),
 		}),
 		"RenewRequest": object("", []string{"csr"}, obj{"csr": str("PEM PKCS #10 for the same TPM key")}),
+		"PolicyPush": object("the sources of a policy bundle (docs/policy.md); at most 1 MiB in all", []string{"files"}, obj{
+			"files": obj{"type": "object", "minProperties": 1, "maxProperties": 256,
+				"description":          "relative path → content: .rego modules (package tensorguard.install must define allow) and data.json/data.yaml documents",
+				"additionalProperties": obj{"type": "string"}},
+		}),
+		"PolicyRevision": object("a fleet's signed policy bundle", policyRevisionFields, policyRevisionProps),
+		"PolicyPushed":   object("the revision a push created", append(slices.Clone(policyRevisionFields), "files", "roots"), policyPushedProps),
+		"PolicyKey": object("wire.PolicyKey: the tenant's policy verification key, pinned by devices on first fetch", []string{"key_id", "algorithm", "public_key_pem"}, obj{
+			"key_id":         str("tgpol-<32 hex digits>: the kid of every bundle signature"),
+			"algorithm":      enum("JWS algorithm", "ES256"),
+			"public_key_pem": str("ECDSA P-256 public key, PEM PUBLIC KEY"),
+		}),
+		"PolicyBundleFile": obj{"type": "string", "contentMediaType": wire.PolicyBundleContentType,
+			"description": "a signed OPA bundle (gzipped tar: modules, /data.json, /.manifest, /.signatures.json)"},
+		"Publisher": object("a TGSP signer key the tenant trusts: pushed packages must be signed by one", []string{"name", "key_id", "public_key_pem", "created_at"}, obj{
+			"name":           str("1 to 63 of [A-Za-z0-9._-], unique in the tenant, never 32 hex digits"),
+			"key_id":         str("tgsp key id, 32 hex digits (the manifest's publisher_key_id)"),
+			"public_key_pem": str("TGSP SIGNER PUBLIC KEY, PEM"),
+			"created_at":     dateTime(""),
+		}),
+		"PublisherCreate": object("", []string{"name", "public_key_pem"}, obj{
+			"name":           str("1 to 63 of [A-Za-z0-9._-], not of the form of a key id"),
+			"public_key_pem": str("the PREFIX.pub that `tgsp keygen --kind signer` wrote"),
+		}),
+		"RecipientKey": object("the control plane's TGSP recipient key of the tenant: pack with `tgsp pack --recipient` set to it", []string{"key_id", "public_key_pem"}, obj{
+			"key_id":         str("tgsp key id, 32 hex digits"),
+			"public_key_pem": str("TGSP RECIPIENT PUBLIC KEY, PEM"),
+		}),
+		"PackageFile": obj{"type": "string", "contentMediaType": "application/octet-stream",
+			"description": "a TGSP package file (.tgsp), as `tgsp pack` wrote it"},
+		"Package": object("a package in the tenant's registry", packageFields, packageProps),
+		"PackageDetail": object("a package with its signed manifest and attached documents, JSON as stored",
+			append(slices.Clone(packageFields), "manifest", "dp_cert", "evidence"), packageDetailProps),
+		"KeyGrantRequest": object("wire.KeyGrantRequest", []string{"job_id", "package_id"}, obj{
+			"job_id":     str("the job the key is for"),
+			"package_id": str("the package's id (64 hex digits)"),
+		}),
+		"KeyGrant": object("wire.KeyGrant: the package DEK wrapped to the device's KEM key (tgsp.Package.OpenGrant opens it)", []string{"schema", "package_id", "grant"}, obj{
+			"schema":     str("\"" + wire.KeyGrantSchema + "\""),
+			"package_id": str(""),
+			"grant":      b64("a TGSP recipient stanza for the device's key"),
+		}),
+		"KEMKeyRequest": object("wire.KEMKeyRequest", []string{"kem_public"}, obj{
+			"kem_public": b64("X-Wing public key, tgsp recipient encoding"),
+		}),
 	}
 }
 
@@ -312,6 +418,9 @@ func operations() []opDoc {
 		{"get", "/api/v1/fleets/{fleet}/enrollment-tokens", "listEnrollmentTokens", "List a fleet's enrollment tokens", "viewer", nil, "", false, 200, list("EnrollmentToken"), []int{404}},
 		{"delete", "/api/v1/enrollment-tokens/{id}", "deleteEnrollmentToken", "Withdraw an enrollment token", "operator", nil, "", false, 204, nil, []int{404}},
 
+		{"post", "/api/v1/fleets/{fleet}/policy", "pushPolicy", "Compile, sign and store a policy bundle as the fleet's next revision, and notify its devices; 400 names the file and line of a broken policy", "operator", nil, "PolicyPush", false, 201, ref("PolicyPushed"), []int{404, 503}},
+		{"get", "/api/v1/fleets/{fleet}/policy", "getPolicy", "The fleet's current policy revision (404 before the first push)", "viewer", nil, "", false, 200, ref("PolicyRevision"), []int{404}},
+
 		{"get", "/api/v1/devices", "listDevices", "List devices", "viewer", []obj{
 			queryParam("fleet", "fleet id or name", obj{"type": "string"}, false),
 			queryParam("online", "true or false", obj{"type": "boolean"}, false),
@@ -328,6 +437,20 @@ func operations() []opDoc {
 			queryParam("limit", "at most this many entries, 1 to 1000 (default 100)", obj{"type": "integer", "minimum": 1, "maximum": MaxAttestationLimit}, false),
 		}, "", false, 200, list("AttestationRecord"), []int{404}},
 
+		{"get", "/api/v1/publishers", "listPublishers", "List the tenant's pinned publishers", "viewer", nil, "", false, 200, list("Publisher"), nil},
+		{"post", "/api/v1/publishers", "createPublisher", "Pin a TGSP signer key as a publisher", "operator", nil, "PublisherCreate", false, 201, ref("Publisher"), []int{409}},
+		{"get", "/api/v1/publishers/{publisher}", "getPublisher", "Get a publisher by name or key id", "viewer", nil, "", false, 200, ref("Publisher"), []int{404}},
+		{"delete", "/api/v1/publishers/{publisher}", "deletePublisher", "Unpin a publisher: its packages no longer push, and their keys are no longer granted", "operator", nil, "", false, 204, nil, []int{404}},
+
+		{"get", "/api/v1/packages", "listPackages", "List the tenant's packages", "viewer", []obj{
+			queryParam("name", "only versions of this package name", obj{"type": "string"}, false),
+		}, "", false, 200, list("Package"), nil},
+		{"post", "/api/v1/packages", "pushPackage", "Push a TGSP package (the file as the body): 201 stored, 200 the identical file was already stored", "operator", nil, "PackageFile", false, 201, ref("Package"), []int{409, 422, 503}},
+		{"get", "/api/v1/packages/recipient", "getRecipientKey", "The control plane's recipient key of the tenant, to pack to (created on first use)", "viewer", nil, "", false, 200, ref("RecipientKey"), []int{503}},
+		{"get", "/api/v1/packages/{package}", "getPackage", "Get a package by id or NAME@VERSION, with its manifest and documents", "viewer", nil, "", false, 200, ref("PackageDetail"), []int{404, 503}},
+		{"delete", "/api/v1/packages/{package}", "deletePackage", "Delete a package and its file; refused while a rollout uses it", "operator", nil, "", false, 204, nil, []int{404, 409, 503}},
+		{"get", "/api/v1/packages/{package}/blob", "downloadPackage", "Download the package file (Range requests resume)", "viewer", nil, "", false, 200, nil, []int{404, 503}},
+
 		{"get", "/api/v1/audit", "listAudit", "Page through the tenant's audit chain", "viewer", []obj{
 			queryParam("after", "return entries with seq > after (default 0)", obj{"type": "integer", "minimum": 0}, false),
 			queryParam("limit", "at most this many entries, 1 to 1000 (default 100)", obj{"type": "integer", "minimum": 1, "maximum": MaxAuditLimit}, false),
@@ -338,6 +461,11 @@ func operations() []opDoc {
 		{"post", "/api/v1/enroll/activate", "enrollActivate", "Answer the credential-activation challenge", "session", nil, "ChallengeAnswer", false, 201, ref("EnrollResponse"), []int{404, 409, 410}},
 		{"post", "/api/v1/device/renew", "deviceRenew", "Renew the device certificate (same TPM key)", "mtls", nil, "RenewRequest", false, 200, ref("EnrollResponse"), nil},
 		{"get", "/api/v1/device/self", "deviceSelf", "The calling device", "mtls", nil, "", false, 200, ref("Device"), nil},
+		{"get", "/api/v1/device/policy", "devicePolicy", "The signed policy bundle of the device's fleet (ETag: its SHA-256; If-None-Match answers 304); 404 before the first push", "mtls", nil, "", false, 200, nil, []int{404}},
+		{"get", "/api/v1/device/policy/key", "devicePolicyKey", "The tenant's policy verification key; 404 before the first push", "mtls", nil, "", false, 200, ref("PolicyKey"), []int{404}},
+		{"get", "/api/v1/device/packages/{id}", "devicePackage", "Download a package file of the device's tenant (Range requests resume)", "mtls", nil, "", false, 200, nil, []int{404, 503}},
+		{"post", "/api/v1/device/key-grants", "deviceKeyGrant", "The package key wrapped to the device's KEM key; 403 KEY_GRANT_REFUSED unless the device is enrolled, trusted, not quarantined and entitled by its job", "mtls", nil, "KeyGrantRequest", false, 200, ref("KeyGrant"), []int{503}},
+		{"put", "/api/v1/device/kem-key", "deviceKEMKey", "Register the device's KEM public key, once (a device enrolled without one)", "mtls", nil, "KEMKeyRequest", false, 200, ref("Device"), []int{409}},
 	}
 }
 
@@ -364,7 +492,7 @@ func pathParams(path string) []any {
 // docs/api.md, including those the control-plane core serves.
 func OpenAPI() map[string]any {
 	paths := obj{}
-	for _, op := range operations() {
+	for _, op := range append(operations(), rolloutOperations()...) {
 		item, _ := paths[op.path].(obj)
 		if item == nil {
 			item = obj{}
@@ -397,7 +525,11 @@ func OpenAPI() map[string]any {
 			errs[403] = true
 		}
 		if op.body != "" {
-			o["requestBody"] = obj{"required": !op.bodyOptional, "content": jsonContent(ref(op.body))}
+			content := jsonContent(ref(op.body))
+			if binaryRequest[op.id] {
+				content = obj{"application/octet-stream": obj{"schema": ref(op.body)}}
+			}
+			o["requestBody"] = obj{"required": !op.bodyOptional, "content": content}
 			errs[400], errs[413], errs[415] = true, true, true
 		}
 		if len(op.query) > 0 {
@@ -409,6 +541,21 @@ func OpenAPI() map[string]any {
 			resp["content"] = jsonContent(op.resp)
 		}
 		responses := obj{strconv.Itoa(op.status): resp}
+		if binaryResponse[op.id] {
+			file := obj{"application/octet-stream": obj{"schema": ref("PackageFile")}}
+			resp["content"] = file
+			resp["description"] = "the package file; ETag is its id"
+			responses["206"] = obj{"description": "the requested byte range (Range, If-Range)", "headers": reqID, "content": file}
+			responses["416"] = obj{"description": "the range is outside the file (the body is not JSON)", "headers": reqID}
+		}
+		if op.id == "devicePolicy" {
+			resp["content"] = obj{wire.PolicyBundleContentType: obj{"schema": ref("PolicyBundleFile")}}
+			resp["description"] = "the signed bundle; X-TG-Policy-Revision and X-TG-Policy-Key-Id repeat what its signed manifest says"
+			responses["304"] = obj{"description": "If-None-Match matched: the device has this bundle", "headers": reqID}
+		}
+		if op.id == "pushPackage" {
+			responses["200"] = obj{"description": "the identical file was already stored (nothing changed)", "headers": reqID, "content": jsonContent(ref("Package"))}
+		}
 		if op.id == "enroll" {
 			responses["201"] = obj{"description": "enrolled without a TPM", "headers": reqID, "content": jsonContent(ref("EnrollResponse"))}
 		}
@@ -449,7 +596,7 @@ func OpenAPI() map[string]any {
 		"servers": []any{obj{"url": "/"}},
 		"paths":   paths,
 		"components": obj{
-			"schemas":   schemas(),
+			"schemas":   withRolloutSchemas(schemas()),
 			"responses": responses,
 			"headers": obj{"X-Request-Id": obj{
 				"description": "the request's id: the caller's if it is 1 to 64 of [A-Za-z0-9._-], else generated",

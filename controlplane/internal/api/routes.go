@@ -47,6 +47,9 @@ func (a *handler) routes() []route {
 		{http.MethodGet, "/api/v1/fleets/{fleet}/enrollment-tokens", viewer, a.listTokens},
 		{http.MethodDelete, "/api/v1/enrollment-tokens/{id}", operator, a.deleteToken},
 
+		{http.MethodPost, "/api/v1/fleets/{fleet}/policy", operator, a.pushPolicy},
+		{http.MethodGet, "/api/v1/fleets/{fleet}/policy", viewer, a.getPolicy},
+
 		{http.MethodGet, "/api/v1/devices", viewer, a.listDevices},
 		{http.MethodGet, "/api/v1/devices/{id}", viewer, a.getDevice},
 		{http.MethodPatch, "/api/v1/devices/{id}", operator, a.patchDevice},
@@ -54,6 +57,26 @@ func (a *handler) routes() []route {
 		{http.MethodPost, "/api/v1/devices/{id}/revoke", operator, a.revokeDevice},
 		{http.MethodPost, "/api/v1/devices/{id}/attest", operator, a.attestDevice},
 		{http.MethodGet, "/api/v1/devices/{id}/attestations", viewer, a.listAttestations},
+
+		{http.MethodGet, "/api/v1/publishers", viewer, a.listPublishers},
+		{http.MethodPost, "/api/v1/publishers", operator, a.createPublisher},
+		{http.MethodGet, "/api/v1/publishers/{publisher}", viewer, a.getPublisher},
+		{http.MethodDelete, "/api/v1/publishers/{publisher}", operator, a.deletePublisher},
+
+		{http.MethodGet, "/api/v1/packages", viewer, a.listPackages},
+		{http.MethodPost, "/api/v1/packages", operator, a.pushPackage},
+		{http.MethodGet, "/api/v1/packages/recipient", viewer, a.getRecipient},
+		{http.MethodGet, "/api/v1/packages/{package}", viewer, a.getPackage},
+		{http.MethodDelete, "/api/v1/packages/{package}", operator, a.deletePackage},
+		{http.MethodGet, "/api/v1/packages/{package}/blob", viewer, a.downloadPackage},
+
+		{http.MethodGet, "/api/v1/rollouts", viewer, a.listRollouts},
+		{http.MethodPost, "/api/v1/rollouts", operator, a.createRollout},
+		{http.MethodGet, "/api/v1/rollouts/{id}", viewer, a.getRollout},
+		{http.MethodPost, "/api/v1/rollouts/{id}/pause", operator, a.pauseRollout},
+		{http.MethodPost, "/api/v1/rollouts/{id}/resume", operator, a.resumeRollout},
+		{http.MethodPost, "/api/v1/rollouts/{id}/abort", operator, a.abortRollout},
+		{http.MethodPost, "/api/v1/rollouts/{id}/rollback", operator, a.rollbackRollout},
 
 		{http.MethodGet, "/api/v1/audit", viewer, a.listAudit},
 		{http.MethodPost, "/api/v1/mqtt/credentials", viewer, a.mqttCredentials},
@@ -87,5 +110,12 @@ func ExternalRoutes() []Route {
 		{http.MethodPost, "/api/v1/enroll/activate", "session"},
 		{http.MethodPost, "/api/v1/device/renew", "device mTLS"},
 		{http.MethodGet, "/api/v1/device/self", "device mTLS"},
+		{http.MethodGet, "/api/v1/device/policy", "device mTLS"},
+		{http.MethodGet, "/api/v1/device/policy/key", "device mTLS"},
+		{http.MethodGet, "/api/v1/device/packages/{id}", "device mTLS"},
+		{http.MethodPost, "/api/v1/device/key-grants", "device mTLS"},
+		{http.MethodPut, "/api/v1/device/kem-key", "device mTLS"},
+		{http.MethodGet, "/api/v1/device/jobs", "device mTLS"},
+		{http.MethodGet, "/api/v1/device/jobs/{id}", "device mTLS"},
 	}
 }

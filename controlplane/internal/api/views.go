@@ -251,8 +251,12 @@ type Device struct {
 	Status        string            `json:"status"`
 	Online        bool              `json:"online"`
 	Quarantined   bool              `json:"quarantined"`
-	LastSeenAt    *time.Time        `json:"last_seen_at"`
-	CreatedAt     time.Time         `json:"created_at"`
+	// KEMKey says whether the device registered its KEM public key, the
+	// key package DEKs are granted to (the key itself is not shown):
+	// without one it can receive no key grants.
+	KEMKey     bool       `json:"kem_key"`
+	LastSeenAt *time.Time `json:"last_seen_at"`
+	CreatedAt  time.Time  `json:"created_at"`
 }
 
 // NewDevice renders a stored device.
@@ -265,7 +269,7 @@ func NewDevice(d store.Device) Device {
 		ID: d.ID, FleetID: d.FleetID, Name: d.Name, Labels: labels, DeviceType: d.DeviceType,
 		TPMKind: string(d.TPMKind), EKFingerprint: d.EKFingerprint, CertSerial: d.CertSerial,
 		CertNotAfter: optTime(d.CertNotAfter), Status: string(d.Status), Online: d.Online,
-		Quarantined: d.Quarantined, LastSeenAt: optTime(d.LastSeenAt), CreatedAt: d.CreatedAt,
+		Quarantined: d.Quarantined, KEMKey: len(d.KEMPublic) > 0, LastSeenAt: optTime(d.LastSeenAt), CreatedAt: d.CreatedAt,
 	}
 }
 

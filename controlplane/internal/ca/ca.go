@@ -159,6 +159,17 @@ func Open(ctx context.Context, opts Options) (*Authority, error) {
 	return a, nil
 }
 
+// Keyring returns the keyring that seals tenant secrets (CA keys, the
+// package registry's recipient keys) under each tenant's data key.
+func (a *Authority) Keyring() *kek.Keyring { return a.keyring }
+
+// TenantKeyring returns a keyring over the tenant data keys stored in st
+// (one per tenant, version 1, as NewTenantKeys makes them), for code that
+// seals tenant secrets without an Authority.
+func TenantKeyring(st *store.Store, provider kek.Provider, now func() time.Time) *kek.Keyring {
+	return kek.NewKeyring(provider, storeDEKs{st}, kek.KeyringOptions{Now: now})
+}
+
 // EnsurePlatformCA creates the platform CA files in dataDir unless they
 // exist, and reports whether it created them.
 func EnsurePlatformCA(ctx context.Context, provider kek.Provider, dataDir string, now func() time.Time) (bool, error) {

@@ -9,12 +9,15 @@
 // The agent creates an attestation key (AK, restricted signing) and its TLS
 // key (unrestricted ECDSA P-256 signing) inside its TPM, certifies the TLS
 // key with the AK (TPM2_Certify over qualifying data
-// enrollbind.QualifyingData(token, CSR)) and sends a Request: token, CSR,
-// EK public area and certificate, AK public area, TLS key public area and
-// its certification, and its TPM kind.
+// enrollbind.QualifyingDataKEM(token, CSR, KEM public key)) and sends a
+// Request: token, CSR, EK public area and certificate, AK public area, TLS
+// key public area and its certification, its TPM kind and its KEM public
+// key (the X-Wing key package DEKs are granted to; optional for agents
+// from before key grants).
 //
-//  1. Begin checks, in order: the request is well formed and its TPM kind
-//     allowed (ErrMalformedRequest, ErrTPMKindRefused); the EK certificate
+//  1. Begin checks, in order: the request is well formed (a KEM public
+//     key, when present, must parse) and its TPM kind allowed
+//     (ErrMalformedRequest, ErrTPMKindRefused); the EK certificate
 //     chains to the configured manufacturer roots and is for the EK public
 //     area sent (ErrEKUntrusted); the AK is a restricted, fixedTPM,
 //     fixedParent, TPM-generated signing key (ErrAKInvalid); the CSR is
@@ -22,7 +25,9 @@
 //     non-duplicable TPM-generated unrestricted P-256 signing key
 //     (ErrTLSKeyNotTPM); the certification is a TPM-generated
 //     TPMS_ATTEST of type certify, names the TLS key and is signed by the AK
-//     (ErrTLSKeyNotTPM) and binds this token and CSR (ErrCertifyNotBound).
+//     (ErrTLSKeyNotTPM) and binds this token, CSR and KEM key
+//     (ErrCertifyNotBound: also what a KEM key swapped, added or removed
+//     after certification gives).
 //     It then makes a credential (TPM2_MakeCredential done in software with
 //     go-tpm's credactivation) that only the TPM holding the EK can open,
 //     and only for the AK's Name, around a random 32-byte secret, stores a
@@ -49,7 +54,14 @@
 // swtpm device untrusted in production is that its EK certificate does not
 // chain to a production root; Config.AllowedKinds is a second, coarse gate.
 //
-// Devices without a TPM use VerifyCSROnly, which only checks the CSR; the
-// caller must allow that by fleet policy and record the device as kind
-// "none".
+// Devices without a TPM use VerifyCSROnly, which only checks the CSR (and
+// that a KEM key parses); the caller must allow that by fleet policy and
+// record the device as kind "none". Their KEM key is as trustworthy as the
+// pinned TLS channel that carried it: nothing in the TPM vouches for it.
+//
+// The KEM key's private part never reaches the control plane, and nothing
+// proves here that the device holds it or that its TPM seals it: the
+// binding only guarantees that the key stored for the device is the one
+// the device's agent sent with its TPM evidence. A device that sent a key
+// it does not hold can only fail to open its own key grants.
 package enroll

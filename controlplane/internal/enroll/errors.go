@@ -22,7 +22,8 @@ var (
 	// TPM-generated certify of that key signed by the AK.
 	ErrTLSKeyNotTPM = errors.New("enroll: tls key not proven to be a tpm key")
 	// ErrCertifyNotBound: the certification's qualifying data is not the one
-	// for this token and CSR (a replayed or foreign certification).
+	// for this token, CSR and KEM public key (a replayed or foreign
+	// certification, or a KEM key swapped after the TPM certified).
 	ErrCertifyNotBound = errors.New("enroll: tls key certification not bound to this enrollment")
 	// ErrCSRMismatch: the CSR's signature is invalid or it is for another key.
 	ErrCSRMismatch = errors.New("enroll: csr does not match the tls key")

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-tpm/legacy/tpm2/credactivation"
 
 	"github.com/tensorguard/tensorguardflow/internal/tpmdev/enrollbind"
+	"github.com/tensorguard/tensorguardflow/tgsp"
 )
 
 // secretSize is the size of the credential secret (go-tpm recommends 32
@@ -111,6 +112,22 @@ type Facts struct {
 	// digest); quotes are verified against it.
 	AKPublic []byte
 	AKName   []byte
+	// KEMPublic is the device's X-Wing public key for package key grants
+	// (tgsp recipient encoding), checked to parse; nil when the request
+	// had none. With TPM evidence it was bound into the certification.
+	KEMPublic []byte
+}
+
+// checkKEMPublic accepts an absent key or one that parses as a tgsp
+// recipient (X-Wing) public key.
+func checkKEMPublic(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if _, err := tgsp.ParseRecipientPublicKeyBytes(b); err != nil {
+		return fmt.Errorf("%w: kem_public is not an X-Wing public key in tgsp recipient encoding: %v", ErrMalformedRequest, err)
+	}
+	return nil
 }
 
 func (v *Verifier) kindAllowed(k string) bool { return slices.Contains(v.cfg.AllowedKinds, k) }
@@ -166,6 +183,9 @@ func (v *Verifier) Begin(ctx context.Context, req *Request) (*Challenge, error) 
 	}
 	csr, csrDER, err := parseCSR(req.CSR)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkKEMPublic(req.KEMPublic); err != nil {
 		return nil, err
 	}
 
@@ -227,10 +247,13 @@ func (v *Verifier) Begin(ctx context.Context, req *Request) (*Challenge, error) 
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrTLSKeyNotTPM, err)
 	}
-	if !bytes.Equal(extra, enrollbind.QualifyingData(req.Token, csrDER)) {
+	if !bytes.Equal(extra, enrollbind.QualifyingDataKEM(req.Token, csrDER, req.KEMPublic)) {
 		return nil, ErrCertifyNotBound
 	}
 	facts.TLSPublicKey = tlsKey
+	if len(req.KEMPublic) > 0 {
+		facts.KEMPublic = bytes.Clone(req.KEMPublic)
+	}
 
 	// The challenge: only the TPM with this EK, holding this AK, opens it.
 	secret := make([]byte, secretSize)
@@ -295,7 +318,14 @@ func VerifyCSROnly(req *Request) (*Facts, error) {
 	if !ok || k.Curve.Params().Name != "P-256" {
 		return nil, fmt.Errorf("%w: CSR key is not ECDSA P-256", ErrMalformedRequest)
 	}
-	return &Facts{Token: req.Token, TPMKind: KindNone, CSR: csr, TLSPublicKey: k}, nil
+	if err := checkKEMPublic(req.KEMPublic); err != nil {
+		return nil, err
+	}
+	f := &Facts{Token: req.Token, TPMKind: KindNone, CSR: csr, TLSPublicKey: k}
+	if len(req.KEMPublic) > 0 {
+		f.KEMPublic = bytes.Clone(req.KEMPublic)
+	}
+	return f, nil
 }
 
 var sessionEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)

@@ -21,6 +21,13 @@
 //	POST /api/v1/enroll/activate           credential secret → 201 EnrollResponse
 //	POST /api/v1/device/renew              device mTLS, CSR for the same key → 200 EnrollResponse
 //	GET  /api/v1/device/self               device mTLS → Device
+//	GET  /api/v1/device/packages/{id}      device mTLS → the package file of its tenant (Range: resumable)
+//	GET  /api/v1/device/policy             device mTLS → the signed policy bundle of its fleet (ETag, If-None-Match → 304)
+//	GET  /api/v1/device/policy/key         device mTLS → wire.PolicyKey, the tenant's policy verification key
+//	POST /api/v1/device/key-grants         device mTLS, wire.KeyGrantRequest → wire.KeyGrant or 403 KEY_GRANT_REFUSED
+//	PUT  /api/v1/device/kem-key            device mTLS, {"kem_public"} once → Device (409 if another is set)
+//	GET  /api/v1/device/jobs               device mTLS → [wire.Job]: its jobs in flight, oldest first
+//	GET  /api/v1/device/jobs/{id}          device mTLS → wire.Job; another device's 404, cancelled 410 JOB_CANCELLED
 //
 // Bodies are JSON of at most 1 MiB with no unknown fields and no trailing
 // data; every response carries X-Request-Id and every error has the
@@ -32,7 +39,25 @@
 // the TPM evidence (enroll.Verifier). Activation consumes the token, creates
 // the device, issues and records its certificate and appends the
 // "device.enroll" audit entry in one transaction, so a failure leaves the
-// token usable and no half-enrolled device behind.
+// token usable and no half-enrolled device behind. The device's KEM public
+// key (package key grants), when the request carries one, is stored with it;
+// the verifier has checked that it parses and that the TPM certification
+// covers it. A device enrolled without one registers it later, once,
+// through PUT /api/v1/device/kem-key ("device.kem_key" audit entry).
+//
+// Packages (controlplane/internal/registry): a device downloads package
+// files of its own tenant with range requests (the transfer may outlast
+// the server's 60 s request timeouts while bytes flow), and asks for a
+// package's key; the registry decides, the grant is audited as "key.grant"
+// (actor device:<id>, target the device, details package_id, job_id,
+// fleet_id) in the transaction of its final check, and a refusal is 403
+// KEY_GRANT_REFUSED with the reason (also logged). The DEK itself is never
+// logged.
+//
+// Jobs (controlplane/internal/rollout): a device lists its jobs in flight
+// and reads one of its own; another device's job, or one not released yet,
+// is 404, and a job an operator's abort or rollback cancelled is 410
+// JOB_CANCELLED, so the device drops it.
 //
 // The enrollment session handle given to the device is the verifier's
 // session id with an HMAC-SHA256 under TG_SECRET_KEY: forged or altered

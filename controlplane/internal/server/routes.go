@@ -19,6 +19,7 @@ import (
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
 	"github.com/tensorguard/tensorguardflow/internal/mqttacl"
 	"github.com/tensorguard/tensorguardflow/internal/wire"
+	"github.com/tensorguard/tensorguardflow/tgsp"
 )
 
 // Route paths this package serves.
@@ -27,6 +28,7 @@ const (
 	PathActivate   = "/api/v1/enroll/activate"
 	PathRenew      = "/api/v1/device/renew"
 	PathDeviceSelf = "/api/v1/device/self"
+	PathKEMKey     = "/api/v1/device/kem-key"
 )
 
 func (s *Server) routes() http.Handler {
@@ -39,12 +41,17 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST "+PathActivate, s.handleActivate)
 	mux.HandleFunc("POST "+PathRenew, s.handleRenew)
 	mux.HandleFunc("GET "+PathDeviceSelf, s.handleSelf)
+	mux.HandleFunc("PUT "+PathKEMKey, s.handleKEMKey)
 	for path, allow := range map[string]string{
 		"/healthz": "GET, HEAD", "/readyz": "GET, HEAD",
 		PathEnroll: "POST", PathActivate: "POST", PathRenew: "POST", PathDeviceSelf: "GET, HEAD",
+		PathKEMKey: "PUT",
 	} {
 		mux.HandleFunc(path, methodNotAllowed(allow))
 	}
+	s.packageRoutes(mux)
+	s.policyRoutes(mux)
+	s.jobRoutes(mux)
 	mux.HandleFunc("/api/v1/device/", notFound)
 	if s.cfg.API != nil {
 		mux.Handle("/api/v1/", s.cfg.API)
@@ -276,6 +283,9 @@ func (s *Server) completeEnrollment(w http.ResponseWriter, r *http.Request, tok 
 		d.EKFingerprint = hex.EncodeToString(facts.EKFingerprint[:])
 		d.EKPublic, d.AKPublic = facts.EKPublic, facts.AKPublic
 	}
+	// The verifier checked that it parses and, with TPM evidence, that the
+	// TPM's certification covers it.
+	d.KEMPublic = facts.KEMPublic
 	var issued ca.IssuedCert
 	err = s.cfg.Store.WithTx(ctx, func(tx *store.Tx) error {
 		if _, err := tx.ConsumeEnrollmentToken(ctx, facts.Token, deviceID); err != nil {
@@ -297,7 +307,7 @@ func (s *Server) completeEnrollment(w http.ResponseWriter, r *http.Request, tok 
 		return AppendAudit(ctx, tx, s.now(), tenant, "device:"+deviceID, "device.enroll", deviceID, RequestID(ctx), map[string]any{
 			"fleet_id": fleet.ID, "token_id": tok.ID, "tpm_kind": facts.TPMKind,
 			"ek_fingerprint": d.EKFingerprint, "cert_serial": store.SerialString(issued.Cert.SerialNumber),
-			"ek_cert_verified": facts.EKCertVerified,
+			"ek_cert_verified": facts.EKCertVerified, "kem_key_id": kemKeyID(facts.KEMPublic),
 		})
 	})
 	switch {
@@ -437,6 +447,80 @@ func samePublicKey(a, b any) bool {
 		return false
 	}
 	return ka.Equal(b)
+}
+
+// kemKeyID is the tgsp key id of a KEM public key for the audit chain ("" for
+// none or one that does not parse).
+func kemKeyID(kem []byte) string {
+	if len(kem) == 0 {
+		return ""
+	}
+	k, err := tgsp.ParseRecipientPublicKeyBytes(kem)
+	if err != nil {
+		return ""
+	}
+	return k.KeyID()
+}
+
+// handleKEMKey is PUT /api/v1/device/kem-key: a device that enrolled
+// without a KEM public key (an agent from before package key grants)
+// registers one. A device's key is set once: the same key again answers
+// 200 and changes nothing (a retry), another key is 409 CONFLICT. The key
+// is not bound to the TPM the way an enrollment's is; the device's mTLS
+// certificate (a TPM key where there is one) is what vouches for it.
+func (s *Server) handleKEMKey(w http.ResponseWriter, r *http.Request) {
+	dev, _, ok := s.deviceFromTLS(w, r)
+	if !ok {
+		return
+	}
+	var req wire.KEMKeyRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if len(req.KEMPublic) == 0 {
+		writeError(w, r, http.StatusBadRequest, wire.CodeBadRequest, "kem_public is required")
+		return
+	}
+	pub, err := tgsp.ParseRecipientPublicKeyBytes(req.KEMPublic)
+	if err != nil {
+		writeError(w, r, http.StatusBadRequest, wire.CodeBadRequest, "kem_public is not an X-Wing public key in tgsp recipient encoding")
+		return
+	}
+	ctx := r.Context()
+	var updated store.Device
+	err = s.cfg.Store.WithTx(ctx, func(tx *store.Tx) error {
+		d, set, err := tx.SetDeviceKEMPublic(ctx, dev.Tenant, dev.ID, req.KEMPublic)
+		if err != nil {
+			return err
+		}
+		if d.Status != store.DeviceEnrolled {
+			return errRevoked
+		}
+		updated = d
+		if !set {
+			return nil
+		}
+		return AppendAudit(ctx, tx, s.now(), dev.Tenant, "device:"+dev.ID, "device.kem_key", dev.ID, RequestID(ctx), map[string]any{
+			"kem_key_id": pub.KeyID(),
+		})
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrConflict):
+		writeError(w, r, http.StatusConflict, wire.CodeConflict,
+			"the device already has another KEM key; it is set once, so enroll the device again to change it")
+		return
+	case errors.Is(err, errRevoked):
+		writeError(w, r, http.StatusForbidden, wire.CodeRevoked, "the device is revoked")
+		return
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, r, http.StatusUnauthorized, wire.CodeUnauthenticated, "unknown device")
+		return
+	default:
+		s.internalError(w, r, "kem key: commit", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.NewDevice(updated))
 }
 
 func (s *Server) handleSelf(w http.ResponseWriter, r *http.Request) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/ca"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/enroll"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/registry"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
 )
 
@@ -37,6 +38,14 @@ type Config struct {
 	// SessionKey (TG_SECRET_KEY) authenticates enrollment session handles;
 	// at least 32 bytes.
 	SessionKey []byte
+	// Packages is the package registry behind the device routes
+	// /api/v1/device/packages/{id} and /api/v1/device/key-grants (nil:
+	// they answer 503).
+	Packages *registry.Registry
+	// Jobs is the rollout engine behind the device routes
+	// /api/v1/device/jobs and /api/v1/device/jobs/{id} (nil: they answer
+	// 503).
+	Jobs DeviceJobs
 	// API serves every /api/v1/ route this package does not (the operator
 	// API); nil answers them 404.
 	API http.Handler
@@ -55,6 +64,9 @@ type Config struct {
 	// device before it connects (an external broker's ACL) is brought up to
 	// date first. It must return within a few seconds.
 	Enrolled func(ctx context.Context, tenant, device string)
+	// PolicyKeys serves devices the tenant's policy verification key (nil:
+	// GET /api/v1/device/policy/key answers 404).
+	PolicyKeys PolicyKeys
 
 	// DrainTimeout bounds the graceful shutdown; default 15 s.
 	DrainTimeout time.Duration

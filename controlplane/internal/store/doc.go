@@ -2,7 +2,8 @@
 // their API keys, fleets, devices, enrollment tokens, each tenant's CA and
 // issued certificates, the per-tenant audit chain, and fleet attestation
 // (per-device verdicts and verifier state, verdict history, challenge
-// nonces).
+// nonces), and the package registry (publishers, the control plane's
+// per-tenant recipient key, package records; the files are in a blob store).
 //
 // # Backends
 //
@@ -56,8 +57,8 @@
 // by id. A slow password hash (argon2) is unnecessary for secrets that cannot
 // be guessed and would cost every API request tens of milliseconds; SHA-256
 // is enough to make a leaked database useless for authentication. Wrapped
-// tenant DEKs and CA keys are opaque blobs produced by the key envelope; the
-// store never sees them unwrapped.
+// tenant DEKs, CA keys and recipient keys are opaque blobs produced by the
+// key envelope; the store never sees them unwrapped.
 //
 // # Attestation
 //
@@ -70,6 +71,39 @@
 // is the one maintenance sweep that spans tenants. Read-modify-write a
 // device's state inside [Store.WithTx]: there [Tx.GetAttestationState] locks
 // the row on PostgreSQL.
+//
+// # Rollouts
+//
+// A rollout (migration 0005) keeps a copy of its package's name, version
+// and size and refers to the package and the fleet by composite foreign
+// keys without cascade, so neither can be deleted while a rollout refers
+// to it (ErrConflict). Its jobs (one per device and kind, RolloutDevice)
+// cascade with the rollout and with the device; the reports devices sent
+// (RecordJobReport) are kept once per (job, attempt, msg_id), which is
+// what makes report handling idempotent across restarts and replicas.
+// Job changes are conditional ([Store.SaveJob] writes only if the job is
+// still in the state and attempt the caller read; otherwise ErrConflict),
+// the operator transitions lock the rollout ([Store.LockRollout]) and
+// refuse a state that does not allow them ([ErrRolloutState]), and
+// [RolloutWaves] counts a rollout's jobs per wave from the rows, never
+// from counters. [Store.ListRolloutsInState] is the rollout engine's scan
+// and, like PruneNonces, spans tenants.
+//
+// # Policy bundles
+//
+// Migration 0006: each tenant's policy signing key (public key, and the
+// private key sealed like the CA's), and each fleet's signed bundles with
+// a head row per fleet. [Store.NextPolicyRevision] hands out 1, 2, 3, … by
+// an upsert of the head, which serialises pushes to one fleet (row lock on
+// PostgreSQL) and never reuses a number. Both cascade with the fleet.
+//
+// # Leases
+//
+// [Store.TryLead] takes a named lease for a task that must run on one
+// replica at a time (the rollout engine): a session-level advisory lock on
+// a dedicated PostgreSQL connection, which the database releases when the
+// session ends, so a crashed leader frees it; [Lease.Lost] reports a lost
+// connection. On SQLite (one node) every lease is granted.
 //
 // # Transactions and audit
 //

@@ -187,7 +187,7 @@ func (o *ops) UpdateFleet(ctx context.Context, tenant, id string, u FleetUpdate)
 }
 
 // DeleteFleet removes an empty fleet of tenant and its enrollment tokens. A
-// fleet that still has devices is ErrConflict.
+// fleet that still has devices, or rollouts, is ErrConflict.
 func (o *ops) DeleteFleet(ctx context.Context, tenant, id string) error {
 	if err := o.execOne(ctx, `DELETE FROM fleets WHERE tenant_id = ? AND id = ?`, tenant, id); err != nil {
 		return fmt.Errorf("delete fleet %s: %w", id, err)

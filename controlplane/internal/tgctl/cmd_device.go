@@ -9,9 +9,9 @@ import (
 )
 
 func deviceTable(t *tableWriter, devs []client.Device) {
-	t.row("ID", "NAME", "FLEET", "STATUS", "ONLINE", "QUARANTINED", "TPM", "LAST SEEN", "CERT EXPIRES", "LABELS")
+	t.row("ID", "NAME", "FLEET", "STATUS", "ONLINE", "QUARANTINED", "TPM", "KEM KEY", "LAST SEEN", "CERT EXPIRES", "LABELS")
 	for _, d := range devs {
-		t.row(d.ID, d.Name, d.FleetID, d.Status, yesNo(d.Online), yesNo(d.Quarantined), d.TPMKind, tsp(d.LastSeenAt), tsp(d.CertNotAfter), labels(d.Labels))
+		t.row(d.ID, d.Name, d.FleetID, d.Status, yesNo(d.Online), yesNo(d.Quarantined), d.TPMKind, yesNo(d.KEMKey), tsp(d.LastSeenAt), tsp(d.CertNotAfter), labels(d.Labels))
 	}
 }
 
@@ -25,6 +25,8 @@ func deviceDetail(t *tableWriter, d client.Device) {
 	t.kv("Last seen", tsp(d.LastSeenAt))
 	t.kv("Device type", d.DeviceType)
 	t.kv("TPM", d.TPMKind)
+	// Without a KEM key the device can receive no package key grants.
+	t.kv("KEM key", yesNo(d.KEMKey))
 	t.kv("EK fingerprint", d.EKFingerprint)
 	t.kv("Cert serial", d.CertSerial)
 	t.kv("Cert expires", tsp(d.CertNotAfter))

@@ -1,9 +1,10 @@
 // Package enrolltest is a fake control plane for the agent's tests: an
 // HTTPS server (httptest, on loopback) that implements the device routes of
 // docs/api.md — /api/v1/enroll, /api/v1/enroll/activate,
-// /api/v1/device/renew and /api/v1/device/self — with real checks and real
-// cryptography: it verifies the CSR, the AK's TPM2_Certify of the TLS key
-// and its binding to the token, builds a genuine credential-activation
+// /api/v1/device/renew, /api/v1/device/self and /api/v1/device/kem-key —
+// with real checks and real cryptography: it verifies the CSR, the AK's
+// TPM2_Certify of the TLS key and its binding to the token, the CSR and the
+// KEM public key (which must parse), builds a genuine credential-activation
 // challenge for the device's EK and AK (go-tpm's credactivation.Generate),
 // and issues certificates from a test tenant CA shaped as docs/identity.md
 // says. Its server certificate comes from a separate platform CA, which it
@@ -54,6 +55,7 @@ import (
 	"github.com/tensorguard/tensorguardflow/internal/mqttacl"
 	"github.com/tensorguard/tensorguardflow/internal/tpmdev/enrollbind"
 	"github.com/tensorguard/tensorguardflow/internal/wire"
+	"github.com/tensorguard/tensorguardflow/tgsp"
 )
 
 // Options configures a ControlPlane; zero fields take defaults.
@@ -101,6 +103,7 @@ type session struct {
 	kind       string
 	secretHash [32]byte
 	csr        *x509.CertificateRequest
+	kem        []byte
 }
 
 type device struct {
@@ -110,6 +113,7 @@ type device struct {
 	revoked  bool
 	serial   *big.Int
 	notAfter time.Time
+	kem      []byte // KEM public key, nil when none registered
 }
 
 type failure struct {
@@ -168,6 +172,7 @@ func Start(t testing.TB, opts Options) *ControlPlane {
 	mux.HandleFunc("POST /api/v1/enroll/activate", cp.count("activate", cp.handleActivate))
 	mux.HandleFunc("POST /api/v1/device/renew", cp.count("renew", cp.handleRenew))
 	mux.HandleFunc("GET /api/v1/device/self", cp.count("self", cp.handleSelf))
+	mux.HandleFunc("PUT /api/v1/device/kem-key", cp.count("kem-key", cp.handleKEMKey))
 	cp.srv = httptest.NewUnstartedServer(mux)
 	cp.srv.TLS = &tls.Config{
 		Certificates: []tls.Certificate{cp.serverCert},
@@ -215,7 +220,7 @@ func (cp *ControlPlane) AddToken(tok string, expires time.Time) {
 }
 
 // Calls returns how many requests route ("enroll", "activate", "renew",
-// "self") received, including refused and injected-failure ones.
+// "self", "kem-key") received, including refused and injected-failure ones.
 func (cp *ControlPlane) Calls(route string) int {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
@@ -242,6 +247,27 @@ func (cp *ControlPlane) TPMKind(deviceID string) string {
 		return d.kind
 	}
 	return ""
+}
+
+// KEMPublic returns the KEM public key the device registered (at
+// enrollment or with PUT /api/v1/device/kem-key), or nil.
+func (cp *ControlPlane) KEMPublic(deviceID string) []byte {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if d := cp.devices[deviceID]; d != nil {
+		return bytes.Clone(d.kem)
+	}
+	return nil
+}
+
+// SetKEMPublic replaces a device's registered KEM public key (nil: none), as
+// if it had been registered before.
+func (cp *ControlPlane) SetKEMPublic(deviceID string, kem []byte) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if d := cp.devices[deviceID]; d != nil {
+		d.kem = bytes.Clone(kem)
+	}
 }
 
 // Revoke marks a device revoked: renewals are refused with REVOKED.
@@ -316,6 +342,12 @@ func (cp *ControlPlane) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusGone, wire.CodeTokenExpired, "token expired")
 		return
 	}
+	if len(req.KEMPublic) > 0 {
+		if _, err := tgsp.ParseRecipientPublicKeyBytes(req.KEMPublic); err != nil {
+			writeErr(w, http.StatusBadRequest, wire.CodeBadRequest, "kem_public: "+err.Error())
+			return
+		}
+	}
 	if req.TPMKind == wire.TPMKindNone {
 		cp.enrollWithoutTPM(w, &req)
 		return
@@ -357,7 +389,7 @@ func (cp *ControlPlane) enrollWithoutTPM(w http.ResponseWriter, req *wire.Enroll
 		return
 	}
 	tok.used = true
-	d := &device{id: newID("dev-"), kind: wire.TPMKindNone, pub: csr.PublicKey}
+	d := &device{id: newID("dev-"), kind: wire.TPMKindNone, pub: csr.PublicKey, kem: bytes.Clone(req.KEMPublic)}
 	cp.devices[d.id] = d
 	resp, err := cp.issueLocked(d)
 	if err != nil {
@@ -425,8 +457,8 @@ func (cp *ControlPlane) challenge(req *wire.EnrollRequest) (*wire.Challenge, err
 	if ok, err := ad.AttestedCertifyInfo.Name.MatchesPublic(tlsPub); err != nil || !ok {
 		return nil, errors.New("certify names another key")
 	}
-	if !bytes.Equal(ad.ExtraData, enrollbind.QualifyingData(req.Token, req.CSR)) {
-		return nil, errors.New("certify not bound to this token and CSR")
+	if !bytes.Equal(ad.ExtraData, enrollbind.QualifyingDataKEM(req.Token, req.CSR, req.KEMPublic)) {
+		return nil, errors.New("certify not bound to this token, CSR and KEM key")
 	}
 	sig, err := tpm2.DecodeSignature(bytes.NewBuffer(req.TPM.TLSKeyCertifySignature))
 	if err != nil || sig.ECC == nil {
@@ -452,7 +484,7 @@ func (cp *ControlPlane) challenge(req *wire.EnrollRequest) (*wire.Challenge, err
 	}
 	id := newID("enr-")
 	cp.mu.Lock()
-	cp.sessions[id] = &session{token: req.Token, kind: req.TPMKind, secretHash: sha256.Sum256(secret), csr: csr}
+	cp.sessions[id] = &session{token: req.Token, kind: req.TPMKind, secretHash: sha256.Sum256(secret), csr: csr, kem: bytes.Clone(req.KEMPublic)}
 	cp.mu.Unlock()
 	return &wire.Challenge{SessionID: id, CredentialBlob: blob, EncryptedSecret: enc, ExpiresAt: time.Now().Add(2 * time.Minute)}, nil
 }
@@ -482,7 +514,7 @@ func (cp *ControlPlane) handleActivate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok.used = true
-	d := &device{id: newID("dev-"), kind: s.kind, pub: s.csr.PublicKey}
+	d := &device{id: newID("dev-"), kind: s.kind, pub: s.csr.PublicKey, kem: s.kem}
 	cp.devices[d.id] = d
 	resp, err := cp.issueLocked(d)
 	if err != nil {
@@ -563,8 +595,41 @@ func (cp *ControlPlane) handleSelf(w http.ResponseWriter, r *http.Request) {
 	defer cp.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{
 		"id": d.id, "fleet_id": cp.opts.Fleet, "status": "enrolled",
-		"cert_serial": d.serial.Text(16), "cert_not_after": d.notAfter,
+		"cert_serial": d.serial.Text(16), "cert_not_after": d.notAfter, "kem_key": d.kem != nil,
 	})
+}
+
+// handleKEMKey is PUT /api/v1/device/kem-key: set once; the same key again
+// is 200, another 409.
+func (cp *ControlPlane) handleKEMKey(w http.ResponseWriter, r *http.Request) {
+	d, code := cp.deviceFromTLS(r)
+	if d == nil {
+		status := http.StatusUnauthorized
+		if code == wire.CodeRevoked {
+			status = http.StatusForbidden
+		}
+		writeErr(w, status, code, "device certificate required")
+		return
+	}
+	var req wire.KEMKeyRequest
+	if err := decode(r, &req); err != nil {
+		writeErr(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
+		return
+	}
+	if _, err := tgsp.ParseRecipientPublicKeyBytes(req.KEMPublic); err != nil {
+		writeErr(w, http.StatusBadRequest, wire.CodeBadRequest, "kem_public: "+err.Error())
+		return
+	}
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	switch {
+	case d.kem == nil:
+		d.kem = bytes.Clone(req.KEMPublic)
+	case !bytes.Equal(d.kem, req.KEMPublic):
+		writeErr(w, http.StatusConflict, wire.CodeConflict, "the device already has another KEM key")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": d.id, "kem_key": true})
 }
 
 func (cp *ControlPlane) issueLocked(d *device) (*wire.EnrollResponse, error) {

@@ -31,7 +31,12 @@ import (
 	"time"
 
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/api"
+	tgca "github.com/tensorguard/tensorguardflow/controlplane/internal/ca"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/policy"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/registry"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/rollout"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
+	"github.com/tensorguard/tensorguardflow/internal/kek"
 	"github.com/tensorguard/tensorguardflow/internal/wire"
 )
 
@@ -237,10 +242,23 @@ type Env struct {
 	Revoker  *Revoker
 	Attester *Attester
 	Server   *httptest.Server
+	// Packages is the package registry (local blobs in a temp dir, keys
+	// under an in-memory KEK); Keys seals tenant secrets.
+	Packages *registry.Registry
+	Keys     *kek.Keyring
+	// Rollouts is the rollout engine behind the rollout routes; it is not
+	// run (no leader, nothing published): rollouts stay as created, with
+	// their jobs as a test adds them.
+	Rollouts *rollout.Engine
 	Tenant   string
 	AdminKey string
 	// DSN is the store's database; for SQLite, "sqlite://" and the path.
 	DSN string
+
+	// PolicyKeys are the tenants' policy signing keys (sealed under Keys);
+	// PolicyNotes records the fleets told of a new policy revision.
+	PolicyKeys  *policy.Keys
+	PolicyNotes *PolicyNotifier
 }
 
 // Options tune New. The zero value is a SQLite store in t.TempDir().
@@ -276,9 +294,27 @@ func New(t testing.TB, opts Options) *Env {
 		t.Fatalf("apitest: CA: %v", err)
 	}
 	e := &Env{T: t, Store: st, CA: ca, Revoker: &Revoker{}, Attester: &Attester{}, Tenant: opts.Tenant, DSN: opts.DSN}
+	logger := slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	provider, err := kek.NewMemoryProvider(bytes.Repeat([]byte{0x42}, kek.KeySize))
+	if err != nil {
+		t.Fatalf("apitest: KEK: %v", err)
+	}
+	e.Keys = tgca.TenantKeyring(st, provider, opts.Now)
+	blobs, err := registry.NewLocalBlobs(filepath.Join(t.TempDir(), "packages"))
+	if err != nil {
+		t.Fatalf("apitest: blobs: %v", err)
+	}
+	e.Packages, err = registry.New(registry.Options{Store: st, Keys: e.Keys, Blobs: blobs, StagingDir: blobs.StagingDir(),
+		Now: opts.Now, Logger: logger})
+	if err != nil {
+		t.Fatalf("apitest: registry: %v", err)
+	}
+	e.PolicyKeys, e.PolicyNotes = policy.NewKeys(st, e.Keys, logger), &PolicyNotifier{}
+	e.Rollouts = rollout.New(rollout.Deps{Store: st, Now: opts.Now, Log: logger})
 	h := api.New(api.Deps{
-		Store: st, CA: ca, Revoker: e.Revoker, Attester: e.Attester, BrokerURL: "mqtts://broker.test:8883", Now: opts.Now,
-		Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Store: st, CA: ca, Revoker: e.Revoker, Attester: e.Attester, Packages: e.Packages, BrokerURL: "mqtts://broker.test:8883", Now: opts.Now,
+		Logger: logger, PolicySigner: e.PolicyKeys, PolicyNotifier: e.PolicyNotes,
+		Rollouts: e.Rollouts,
 	})
 	e.Server = httptest.NewServer(h)
 	t.Cleanup(e.Server.Close)
@@ -286,12 +322,16 @@ func New(t testing.TB, opts Options) *Env {
 	return e
 }
 
-// AddTenant creates a tenant with an admin operator "admin" and returns
-// that operator's admin API key.
+// AddTenant creates a tenant (with its data key) with an admin operator
+// "admin" and returns that operator's admin API key.
 func (e *Env) AddTenant(tenant string) string {
 	e.T.Helper()
 	ctx := context.Background()
-	if _, err := e.Store.CreateTenant(ctx, store.Tenant{ID: tenant}); err != nil {
+	dek, err := e.Keys.NewTenantKey(ctx, tenant, 1)
+	if err != nil {
+		e.T.Fatalf("apitest: tenant key: %v", err)
+	}
+	if _, err := e.Store.CreateTenant(ctx, store.Tenant{ID: tenant, WrappedDEK: dek}); err != nil {
 		e.T.Fatalf("apitest: create tenant: %v", err)
 	}
 	return e.Key(tenant, "admin", store.RoleAdmin)

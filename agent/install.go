@@ -1,0 +1,63 @@
+package agent
+
+import (
+	"cmp"
+	"crypto/tls"
+	"crypto/x509"
+	"path/filepath"
+
+	"github.com/tensorguard/tensorguardflow/agent/internal/enroll"
+	"github.com/tensorguard/tensorguardflow/agent/internal/install"
+	"github.com/tensorguard/tensorguardflow/agent/internal/outbox"
+	"github.com/tensorguard/tensorguardflow/agent/internal/state"
+	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime"
+)
+
+// PackagesDir is the folder beside the state file where the install
+// pipeline keeps downloads and installed packages, encrypted as shipped.
+const PackagesDir = "packages"
+
+// newInstaller returns the install pipeline (package install,
+// docs/packages.md): jobs from cmd/job and from the device's open-job
+// list, fetched over its mTLS identity; packages kept encrypted under
+// <state dir>/packages; key grants opened with the device's KEM key; the
+// fleet's policy; models run by the configured runtime.
+func (a *Agent) newInstaller(r *resources, id *enroll.Identity, stored state.Identity, roots *x509.CertPool,
+	box *outbox.Outbox, pol install.Policy) (*install.Installer, error) {
+	cfg := a.cfg.Load()
+	client, err := install.NewClient(cmp.Or(stored.ControlPlaneURL, cfg.ServerURL), &tls.Config{
+		MinVersion:           tls.VersionTLS12,
+		RootCAs:              roots,
+		GetClientCertificate: a.certs.get,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var rt install.Runtime // runtime "none": installs fail with ACTIVATION
+	if cfg.Install.Runtime == RuntimeONNX {
+		rt = &install.ONNXRuntime{
+			Library: cfg.Install.ONNXRuntimeLibrary,
+			Options: onnxruntime.Options{IntraOpThreads: cfg.Install.ONNXRuntimeThreads},
+		}
+	}
+	return install.New(install.Config{
+		Store:  r.db,
+		Outbox: box,
+		Client: client,
+		Facts: func() install.DeviceFacts {
+			c := a.cfg.Load() // labels may change on SIGHUP
+			return install.DeviceFacts{
+				DeviceID: id.DeviceID, TenantID: id.TenantID, FleetID: id.FleetID,
+				DeviceType: c.DeviceType, Labels: c.Labels, TPMKind: string(r.kind), AgentVersion: Version,
+			}
+		},
+		PackageDir:       filepath.Join(filepath.Dir(cfg.StatePath), PackagesDir),
+		Runtime:          rt,
+		Keys:             r.kem,
+		Policy:           pol,
+		MaxPackageBytes:  cfg.Install.MaxPackageBytes,
+		MaxModelBytes:    cfg.Install.MaxModelBytes,
+		DownloadAttempts: cfg.Install.DownloadAttempts,
+		Logger:           a.log.With("subsystem", "install"),
+	})
+}
