@@ -665,7 +665,6 @@ func TestBrokerOutageLosesNothing(t *testing.T) {
 	restarted := time.Now()
 	t.Logf("broker down for %v", restarted.Sub(stopped).Round(time.Millisecond))
 
-
 	// Every outbox drains: a heartbeat made after the restart reports an
 	// empty outbox, so everything before it was acknowledged by mosquitto;
 	// and the subscriber has every sequence number from the first it saw to
