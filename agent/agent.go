@@ -23,6 +23,7 @@ import (
 
 	"github.com/tensorguard/tensorguardflow/agent/internal/attest"
 	"github.com/tensorguard/tensorguardflow/agent/internal/enroll"
+	"github.com/tensorguard/tensorguardflow/agent/internal/install"
 	"github.com/tensorguard/tensorguardflow/agent/internal/keys"
 	"github.com/tensorguard/tensorguardflow/agent/internal/outbox"
 	"github.com/tensorguard/tensorguardflow/agent/internal/presence"
@@ -124,6 +125,8 @@ type Agent struct {
 	db      *state.DB // set while Run holds the state open
 	session *presence.Session
 	box     *outbox.Outbox
+	// installer is set while Run runs, for the status file.
+	installer *install.Installer
 }
 
 // New validates cfg and returns an Agent. It opens nothing.
@@ -470,11 +473,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.mu.Lock()
-	a.db, a.session, a.box = r.db, sess, box
+	a.db, a.session, a.box, a.installer = r.db, sess, box, installer
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
-		a.db, a.session, a.box = nil, nil, nil
+		a.db, a.session, a.box, a.installer = nil, nil, nil, nil
 		a.mu.Unlock()
 	}()
 	a.lastBeat.Store(time.Now().UnixNano())

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/tensorguard/tensorguardflow/agent/internal/install"
 	"github.com/tensorguard/tensorguardflow/agent/internal/keys"
 	"github.com/tensorguard/tensorguardflow/agent/internal/state"
 )
@@ -32,7 +33,17 @@ type Status struct {
 	// then can the device receive package key grants).
 	KEMKey           string `json:"kem_key,omitempty"`
 	KEMKeyRegistered bool   `json:"kem_key_registered"`
-	Session          uint64 `json:"session"`
+	// Model is the active slot's package and PreviousModel the previous
+	// one (docs/packages.md, A/B slots); nil when the slot is empty. The
+	// active slot is not committed while its self-test runs.
+	Model         *ModelStatus `json:"model,omitempty"`
+	PreviousModel *ModelStatus `json:"previous_model,omitempty"`
+	// Serving is the model the running agent has loaded and answers
+	// with: the active slot's once committed (the previous one while the
+	// active slot is on trial); nil when none is loaded, and always nil
+	// from the state file alone (known only while the agent runs).
+	Serving *ModelStatus `json:"serving,omitempty"`
+	Session uint64       `json:"session"`
 	// Outbox counters are known only while the agent runs.
 	OutboxPending int    `json:"outbox_pending"`
 	OutboxDropped uint64 `json:"outbox_dropped"`
@@ -70,10 +81,30 @@ func statusFromDB(db *state.DB) (*Status, error) {
 			st.KEMKeyRegistered, _ = kc.Registered()
 		}
 	}
+	active, previous, err := install.ReadSlots(db)
+	if err != nil {
+		return nil, err
+	}
+	st.Model, st.PreviousModel = modelStatus(active), modelStatus(previous)
 	if st.Session, err = db.Session(); err != nil {
 		return nil, err
 	}
 	return st, nil
+}
+
+// ModelStatus names an installed model package.
+type ModelStatus struct {
+	Name      string `json:"name"`
+	Version   string `json:"version"`
+	PackageID string `json:"package_id"`
+	Committed bool   `json:"committed"`
+}
+
+func modelStatus(s *install.Slot) *ModelStatus {
+	if s == nil {
+		return nil
+	}
+	return &ModelStatus{Name: s.Name, Version: s.Version, PackageID: s.PackageID, Committed: s.Committed}
 }
 
 // statusFile is where a running agent mirrors its Status.
@@ -83,7 +114,7 @@ func statusFile(statePath string) string { return statePath + ".status.json" }
 // file is locked while the agent runs). Best effort: failures are logged.
 func (a *Agent) writeStatusFile(running bool) {
 	a.mu.Lock()
-	db, sess, box := a.db, a.session, a.box
+	db, sess, box, inst := a.db, a.session, a.box, a.installer
 	a.mu.Unlock()
 	if db == nil {
 		return
@@ -96,6 +127,11 @@ func (a *Agent) writeStatusFile(running bool) {
 	st.Running, st.UpdatedAt = running, time.Now().UTC()
 	if sess != nil && running {
 		st.Connected, _ = sess.Connected()
+	}
+	if inst != nil && running {
+		if slot, ok := inst.Active(); ok {
+			st.Serving = modelStatus(&slot)
+		}
 	}
 	if box != nil {
 		if s, err := box.Stats(); err == nil {

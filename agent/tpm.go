@@ -24,7 +24,17 @@ func openTPM(c *Config) (*tpmdev.Device, error) {
 		}
 		return tpmdev.New(sim, tpmdev.KindSimulated), nil
 	case c.TPM.SWTPM != "":
-		return tpmdev.OpenSWTPM(c.TPM.SWTPM)
+		d, err := tpmdev.OpenSWTPM(c.TPM.SWTPM)
+		if err != nil {
+			return nil, err
+		}
+		// No resource manager: what a killed predecessor left loaded would
+		// fill the TPM's few object slots.
+		if err := d.FlushTransients(); err != nil {
+			_ = d.Close()
+			return nil, fmt.Errorf("swtpm %s: %w", c.TPM.SWTPM, err)
+		}
+		return d, nil
 	default:
 		d, err := tpmdev.OpenDevice(c.TPMDevice())
 		if errors.Is(err, fs.ErrNotExist) {

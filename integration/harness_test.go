@@ -10,6 +10,7 @@ package integration
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -34,9 +35,12 @@ import (
 	"github.com/tensorguard/tensorguardflow/internal/tpmdev/tpmdevtest"
 )
 
-// bins are the binaries TestMain built.
+// bins are the binaries TestMain built. faultAgent is tg-agent built with
+// the faultinject tag (agent/internal/install/fault_on.go), for the tests
+// that crash or fail devices on purpose; every other test runs the agent
+// as shipped.
 var bins struct {
-	dir, agent, controlplane, tgctl string
+	dir, agent, controlplane, tgctl, tgsp, faultAgent string
 }
 
 func TestMain(m *testing.M) {
@@ -50,17 +54,25 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
-		"./agent/cmd/tg-agent", "./controlplane/cmd/tg-controlplane", "./controlplane/cmd/tgctl")
-	cmd.Dir = ".."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "integration: go build: %v\n%s", err, out)
-		return 1
+	faultDir := filepath.Join(dir, "faultinject")
+	for _, args := range [][]string{
+		{"build", "-o", dir + string(filepath.Separator),
+			"./agent/cmd/tg-agent", "./controlplane/cmd/tg-controlplane", "./controlplane/cmd/tgctl", "./tgsp/cmd/tgsp"},
+		{"build", "-tags", "faultinject", "-o", faultDir + string(filepath.Separator), "./agent/cmd/tg-agent"},
+	} {
+		cmd := exec.Command("go", args...)
+		cmd.Dir = ".."
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: go %s: %v\n%s", strings.Join(args, " "), err, out)
+			return 1
+		}
 	}
 	bins.dir = dir
 	bins.agent = filepath.Join(dir, "tg-agent")
 	bins.controlplane = filepath.Join(dir, "tg-controlplane")
 	bins.tgctl = filepath.Join(dir, "tgctl")
+	bins.tgsp = filepath.Join(dir, "tgsp")
+	bins.faultAgent = filepath.Join(faultDir, "tg-agent")
 	code := m.Run()
 	testpg.Stop()
 	return code
@@ -578,6 +590,10 @@ type agentProcess struct {
 	config string
 	state  string // the bbolt state file
 	proc   *proc
+	// bin is the tg-agent binary (empty: bins.agent) and env the extra
+	// environment of the next start (e.g. TG_FAULT_* for bins.faultAgent).
+	bin string
+	env []string
 }
 
 // newAgent writes an agent config for cp with the token in a file and tpm
@@ -607,7 +623,7 @@ log: {level: debug}
 // start runs `tg-agent run`.
 func (a *agentProcess) start() {
 	a.t.Helper()
-	a.proc = startProc(a.t, a.name, testEnv(), bins.agent, "run", "--config", a.config)
+	a.proc = startProc(a.t, a.name, testEnv(a.env...), cmp.Or(a.bin, bins.agent), "run", "--config", a.config)
 }
 
 // status is `tg-agent status -o json`.

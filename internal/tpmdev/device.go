@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/go-tpm-tools/client"
 	"github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/tpmutil"
 )
@@ -95,6 +96,31 @@ func OpenSWTPM(addr string) (*Device, error) {
 	}
 	_ = probe.Close()
 	return New(newDialingStreamConn(dial), KindSWTPM), nil
+}
+
+// FlushTransients flushes every transient object loaded in the TPM. A TPM
+// without a resource manager (swtpm, /dev/tpm0) keeps the objects a process
+// loaded after the process is gone — a SIGKILLed agent's AK and TLS key,
+// say — and a few of them fill its object memory, so that every later
+// Seal, Unseal or key creation fails until the TPM restarts; a kernel
+// resource manager (/dev/tpmrm0) flushes them when its client's file
+// closes. The TPM's one long-lived user (the agent) calls this once at
+// start, before it loads anything. It flushes whatever is loaded, also
+// another client's objects at that moment — harmless for tools that, like
+// tpm2_pcrextend, keep none between their commands.
+func (d *Device) FlushTransients() error {
+	return d.with(func(rw io.ReadWriter) error {
+		handles, err := client.Handles(rw, tpm2.HandleTypeTransient)
+		if err != nil {
+			return fmt.Errorf("list transient objects: %w", err)
+		}
+		for _, h := range handles {
+			if err := tpm2.FlushContext(rw, h); err != nil {
+				return fmt.Errorf("flush transient object %#x: %w", uint32(h), err)
+			}
+		}
+		return nil
+	})
 }
 
 // Kind returns the kind given when the Device was opened.

@@ -43,7 +43,10 @@
 //     the TPM is out of object memory, the Device flushes the owner-hierarchy
 //     primary keys it handed out (AK, TLS key) and re-creates each, from its
 //     template, the next time it is used — the same key, since primaries are
-//     deterministic. The EK is never flushed this way.
+//     deterministic. The EK is never flushed this way. Without a resource
+//     manager the objects of a process that died unflushed (SIGKILL) stay
+//     loaded; FlushTransients, called once by the TPM's user at start,
+//     frees them.
 //   - Sealed data (Seal) is bound to this TPM and to its owner hierarchy:
 //     the sealed object's private area is encrypted and integrity-protected
 //     under the storage key (StorageKeyTemplate, a deterministic primary),

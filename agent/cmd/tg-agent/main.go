@@ -257,12 +257,28 @@ func statusCmd(stdout io.Writer) *cobra.Command {
 					}
 				}
 				row("package key", kem)
+				model := func(m *agent.ModelStatus) string {
+					switch {
+					case m == nil:
+						return "none"
+					case m.Committed:
+						return m.Name + " " + m.Version
+					}
+					return m.Name + " " + m.Version + " (on trial)"
+				}
+				row("model", model(st.Model))
+				row("previous model", model(st.PreviousModel))
 			}
 			row("running", st.Running)
 			if st.Running {
 				row("connected", st.Connected)
 				row("outbox pending", st.OutboxPending)
 				row("outbox dropped", st.OutboxDropped)
+				serving := "none"
+				if st.Serving != nil {
+					serving = st.Serving.Name + " " + st.Serving.Version
+				}
+				row("serving", serving)
 			}
 			row("session", st.Session)
 			row("state", st.StatePath)

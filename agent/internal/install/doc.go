@@ -98,6 +98,15 @@
 // job the control plane cancelled before it started (410 JOB_CANCELLED) is
 // dropped.
 //
+// # Fault injection (tests only)
+//
+// Built with the faultinject tag (fault_on.go), the agent reads
+// TG_FAULT_KILL_AT (SIGKILL itself at a checkpoint), TG_FAULT_SELFTEST=1
+// (fail every self-test) and TG_FAULT_DIR (switch files: fail self-tests,
+// wait at a checkpoint, while they exist): the end-to-end tests in
+// integration/ use it. Without the tag (fault_off.go: every agent we ship)
+// there is no hook and the environment changes nothing.
+//
 // # Package convention
 //
 // docs/packages.md: tg-model.json (schema tg.model.v1: runtime, model

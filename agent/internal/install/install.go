@@ -89,6 +89,9 @@ type PolicyInput struct {
 	Installed *InstalledPackage `json:"installed,omitempty"`
 	Job       PolicyJob         `json:"job"`
 	Now       time.Time         `json:"now"`
+	// Publishers are the key ids of the publishers the job pins for the
+	// device (wire.Job.Publishers): input.publishers of docs/policy.md.
+	Publishers []string `json:"publishers,omitempty"`
 }
 
 // DeviceFacts describe the device to the policy.
@@ -225,6 +228,9 @@ func New(cfg Config) (*Installer, error) {
 		return nil, errors.New("install: store, outbox, client, facts and package directory are required")
 	}
 	cfg.setDefaults()
+	if cfg.hook == nil {
+		cfg.hook = faultHook(cfg.Logger) // nil unless built with the faultinject tag
+	}
 	f := cfg.Facts()
 	if !mqttacl.ValidTenant(f.TenantID) || !mqttacl.ValidID(f.DeviceID) {
 		return nil, fmt.Errorf("install: invalid tenant %q or device %q", f.TenantID, f.DeviceID)

@@ -97,6 +97,10 @@ func TestInstallCommitsServesAndReloads(t *testing.T) {
 		in.Job.ID != "job-1" || in.Job.Kind != wire.JobInstall || in.Installed != nil {
 		t.Errorf("policy input %+v", in)
 	}
+	// input.publishers: the key ids of the publishers the job pins.
+	if !slices.Equal(in.Publishers, []string{keys.publisher.Public().KeyID()}) {
+		t.Errorf("policy input publishers %q, want the job's pinned publisher %q", in.Publishers, keys.publisher.Public().KeyID())
+	}
 	if b, err := json.Marshal(in); err != nil || !bytes.Contains(b, []byte(`"dp_cert":{"schema":"tgsp.dp_cert.v1","epsilon":2.5`)) {
 		t.Errorf("policy input JSON %s (%v)", b, err)
 	}

@@ -237,7 +237,7 @@ func (in *Installer) installJob(ctx context.Context, rec *jobRecord) error {
 	if err := in.advance(rec, wire.JobPolicy); err != nil {
 		return err
 	}
-	if err := in.evaluatePolicy(ctx, pkg, rec, slots); err != nil {
+	if err := in.evaluatePolicy(ctx, pkg, rec, slots, trust); err != nil {
 		return err
 	}
 
@@ -324,7 +324,11 @@ func (in *Installer) activateAndTest(rec *jobRecord, lm *loadedModel, st *SelfTe
 	if err := in.activate(rec, &lm.slot); err != nil {
 		return err
 	}
-	if err := runSelfTest(lm.model, st); err != nil {
+	err := runSelfTest(lm.model, st)
+	if err == nil {
+		err = faultSelfTest() // nil unless built with the faultinject tag
+	}
+	if err != nil {
 		if cerr := lm.model.Close(); cerr != nil {
 			in.log.Warn("close model", "err", cerr)
 		}

@@ -242,3 +242,18 @@ func pruneJobs(tx *bolt.Tx) error {
 	}
 	return nil
 }
+
+// ReadSlots returns the active and previous slot recorded in s (either nil
+// when empty), for status reports; it needs no running Installer and
+// changes nothing.
+func ReadSlots(s Store) (active, previous *Slot, err error) {
+	err = s.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketInstall) == nil || sub(tx, bucketSlots) == nil {
+			return nil // nothing installed yet
+		}
+		p, err := getSlots(tx)
+		active, previous = p.Active, p.Previous
+		return err
+	})
+	return active, previous, err
+}

@@ -97,7 +97,10 @@ func (in *Installer) checkInstallable(pkg *tgsp.Package, ref wire.PackageRef, sl
 	return nil
 }
 
-func (in *Installer) evaluatePolicy(ctx context.Context, pkg *tgsp.Package, rec *jobRecord, slots slotPair) error {
+// evaluatePolicy asks the fleet's policy. trust are the publishers the job
+// pins (the control plane's pinned publishers of the tenant): the policy
+// sees their key ids as input.publishers (docs/policy.md).
+func (in *Installer) evaluatePolicy(ctx context.Context, pkg *tgsp.Package, rec *jobRecord, slots slotPair, trust []*tgsp.SignerPublicKey) error {
 	if in.cfg.Policy == nil {
 		return nil
 	}
@@ -106,6 +109,9 @@ func (in *Installer) evaluatePolicy(ctx context.Context, pkg *tgsp.Package, rec 
 		Device:   in.cfg.Facts(),
 		Job:      PolicyJob{ID: rec.Job.ID, RolloutID: rec.Job.RolloutID, Kind: rec.Job.Kind, Attempt: rec.Job.Attempt},
 		Now:      in.cfg.Now().UTC(),
+	}
+	for _, k := range trust {
+		input.Publishers = append(input.Publishers, k.KeyID())
 	}
 	// Open has validated both documents against their schemas already.
 	if pkg.DPCertJSON != nil {

@@ -51,6 +51,10 @@ func (s *Server) handleDevicePackage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer blob.Close()
+	// Device routes have no access log: say who downloads what, and from
+	// where a resumed download starts (the Range header holds no secret).
+	s.log.Info("package download", "tenant", dev.Tenant, "device", dev.ID, "package", id,
+		"range", r.Header.Get("Range"), "request_id", RequestID(r.Context()))
 	registry.ServeBlob(w, r, pkg, blob)
 }
 
