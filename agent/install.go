@@ -2,15 +2,18 @@ package agent
 
 import (
 	"cmp"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"path/filepath"
+	"time"
 
 	"github.com/tensorguard/tensorguardflow/agent/internal/enroll"
 	"github.com/tensorguard/tensorguardflow/agent/internal/install"
 	"github.com/tensorguard/tensorguardflow/agent/internal/outbox"
 	"github.com/tensorguard/tensorguardflow/agent/internal/state"
 	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime"
+	"github.com/tensorguard/tensorguardflow/internal/wire"
 )
 
 // PackagesDir is the folder beside the state file where the install
@@ -51,10 +54,23 @@ func (a *Agent) newInstaller(r *resources, id *enroll.Identity, stored state.Ide
 				DeviceType: c.DeviceType, Labels: c.Labels, TPMKind: string(r.kind), AgentVersion: Version,
 			}
 		},
-		PackageDir:       filepath.Join(filepath.Dir(cfg.StatePath), PackagesDir),
-		Runtime:          rt,
-		Keys:             r.kem,
-		Policy:           pol,
+		PackageDir: filepath.Join(filepath.Dir(cfg.StatePath), PackagesDir),
+		Runtime:    rt,
+		Keys:       r.kem,
+		Policy:     pol,
+		// The policy sees the device's own verdict as the control plane
+		// holds it, fetched at the policy step (nil when unreachable: a
+		// policy requiring "trusted" then denies).
+		Verdict: func() *wire.Verdict {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			v, err := client.Attestation(ctx)
+			if err != nil {
+				a.log.Warn("own attestation verdict unavailable for the install policy", "err", err)
+				return nil
+			}
+			return v
+		},
 		MaxPackageBytes:  cfg.Install.MaxPackageBytes,
 		MaxModelBytes:    cfg.Install.MaxModelBytes,
 		DownloadAttempts: cfg.Install.DownloadAttempts,

@@ -105,6 +105,7 @@ type attestationService struct {
 	gen         uint64                  // bumped by Resync
 	locks       map[deviceKey]*sync.Mutex
 	lastPrune   time.Time
+	connected   map[deviceKey]bool // devices that announced a new connection since the last scan
 }
 
 // attestDeps is what the attestation service is built from.
@@ -148,7 +149,7 @@ func newAttestationService(d attestDeps) *attestationService {
 	s := &attestationService{
 		attestDeps: d, verifier: attest.NewVerifier(d.Nonces), wake: make(chan struct{}, 1),
 		due: map[deviceKey]time.Time{}, seen: map[deviceKey]time.Time{}, republished: map[deviceKey]uint64{},
-		gen: 1, locks: map[deviceKey]*sync.Mutex{},
+		gen: 1, locks: map[deviceKey]*sync.Mutex{}, connected: map[deviceKey]bool{},
 	}
 	for range attestWorkers {
 		s.queues = append(s.queues, make(chan broker.Message, attestQueueDepth))
@@ -226,6 +227,18 @@ func (s *attestationService) Run(ctx context.Context, subscribe func(string, fun
 		case <-s.wake:
 		}
 	}
+}
+
+// DeviceConnected is called when a device announces a new MQTT
+// connection: a device without a current verdict (never attested, unknown
+// or stale) is challenged at the next scan instead of at its next turn —
+// the challenge sent at enrollment usually arrives before the agent has
+// subscribed, and a device back from an outage should not wait an interval.
+func (s *attestationService) DeviceConnected(tenant, device string) {
+	s.mu.Lock()
+	s.connected[deviceKey{tenant, device}] = true
+	s.mu.Unlock()
+	s.Kick()
 }
 
 // Kick makes the scheduler scan now (after an enrollment, a fleet policy
@@ -473,6 +486,7 @@ func (s *attestationService) scan(ctx context.Context) (shortest time.Duration) 
 			delete(s.seen, k)
 			delete(s.republished, k)
 			delete(s.locks, k)
+			delete(s.connected, k)
 		}
 	}
 	s.mu.Unlock()
@@ -490,6 +504,8 @@ func (s *attestationService) scanDevice(ctx context.Context, k deviceKey, d stor
 	}
 	due, scheduled := s.due[k]
 	republish := s.republished[k] != s.gen
+	connected := s.connected[k]
+	delete(s.connected, k)
 	s.mu.Unlock()
 
 	l := s.deviceLock(k)
@@ -509,6 +525,9 @@ func (s *attestationService) scanDevice(ctx context.Context, k deviceKey, d stor
 	}
 	if due.After(now.Add(interval)) {
 		due = now // the fleet's interval was shortened
+	}
+	if err == nil && connected && (rec.Verdict == nil || rec.Verdict.State == wire.VerdictUnknown || rec.Verdict.State == wire.VerdictStale) {
+		due = now // just connected without a current verdict
 	}
 	if err == nil {
 		err = s.sweep(ctx, k, d, rec, first, now, interval)

@@ -173,6 +173,7 @@ func New(cfg Config, opts ...Option) (*ControlPlane, error) {
 		deps.Publish = cp.external.publishMsg
 	}
 	cp.attest = newAttestationService(deps)
+	cp.presence.onOnline = cp.attest.DeviceConnected
 	cp.rollouts = rollout.New(rollout.Deps{Store: st, Publish: deps.Publish, Now: o.now, Log: log.With("subsystem", "rollouts"),
 		Audit: func(ctx context.Context, tx *store.Tx, tenant, action, target string, details map[string]any) error {
 			return server.AppendAudit(ctx, tx, cp.now(), tenant, "rollouts", action, target, "", details)

@@ -45,6 +45,11 @@ type presenceTracker struct {
 	// publish publishes a retained QoS 1 message as the control plane
 	// (nil: revoked statuses are tracked but not published).
 	publish func(topic string, payload []byte) error
+	// onOnline is called (without blocking) when a device announces a
+	// connection this process has not seen before (a new session; at start,
+	// each retained online status) (nil: nothing).
+	onOnline   func(tenant, device string)
+	onlineSeen map[deviceKey]uint64 // highest online session announced per device
 
 	mu        sync.Mutex
 	pending   map[deviceKey]wire.Status
@@ -62,7 +67,7 @@ func newPresenceTracker(st *store.Store, now func() time.Time, log *slog.Logger)
 	}
 	return &presenceTracker{st: st, now: now, log: log, pending: map[deviceKey]wire.Status{},
 		wake: make(chan struct{}, 1), latest: map[deviceKey]wire.Status{},
-		revoked: map[deviceKey]wire.Status{}, republish: map[deviceKey]struct{}{}}
+		revoked: map[deviceKey]wire.Status{}, republish: map[deviceKey]struct{}{}, onlineSeen: map[deviceKey]uint64{}}
 }
 
 // parseStatusTopic returns tenant and device of tg/v1/<t>/devices/<d>/status.
@@ -121,6 +126,21 @@ func (p *presenceTracker) handle(m broker.Message) {
 	p.pending[k] = wire.LatestStatus(p.pending[k], s)
 	p.mu.Unlock()
 	p.kick()
+	if s.State == wire.StateOnline && p.onOnline != nil && p.newOnline(k, s.Session) {
+		p.onOnline(k.tenant, k.device)
+	}
+}
+
+// newOnline records an online status of session n and reports whether it
+// is a connection not announced before.
+func (p *presenceTracker) newOnline(k deviceKey, n uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if last, ok := p.onlineSeen[k]; ok && n <= last {
+		return false
+	}
+	p.onlineSeen[k] = n
+	return true
 }
 
 func (p *presenceTracker) kick() {

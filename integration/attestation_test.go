@@ -439,3 +439,27 @@ func restartSWTPM(t *testing.T, s *swtpmProc) {
 	}
 	t.Fatalf("swtpm did not restart on %s", s.addr)
 }
+
+// TestAttestationOnFirstConnect: with the default 60 s interval, a newly
+// enrolled agent gets its first verdict within seconds — the challenge
+// sent at enrollment arrives before the agent subscribes, so the control
+// plane challenges again when the device announces its connection — and
+// not a minute later (key grants wait for a trusted verdict).
+func TestAttestationOnFirstConnect(t *testing.T) {
+	cp := startControlPlane(t, cpOptions{})
+	cp.tgctl("fleet", "create", "edge", "--allow-simulated-tpm")
+	token, _ := cp.token("edge")
+	a := newAgent(t, cp, "agent", token, "{simulator: true, simulator_seed: 4711}")
+	a.start()
+	st := a.waitConnected(0)
+	start := time.Now()
+	v := cp.waitVerdict("edge", st.DeviceID, 30*time.Second, "a trusted verdict soon after connecting", func(v wire.Verdict) bool {
+		return v.State == wire.VerdictTrusted
+	})
+	t.Logf("trusted %s after the agent connected (interval 60s)", time.Since(start).Round(time.Millisecond))
+	if v.TPMKind != wire.TPMKindSimulated {
+		t.Fatalf("verdict %+v", v)
+	}
+	a.proc.stop(t, 15*time.Second)
+	cp.shutdown()
+}

@@ -179,6 +179,9 @@ func TestRolloutRefusals(t *testing.T) {
 	if strings.Contains(j.Detail, "is not pinned") {
 		t.Errorf("the policy did not see the job's pinned publishers: %q", j.Detail)
 	}
+	if strings.Contains(j.Detail, "device attestation is") {
+		t.Errorf("the policy did not see the device's own trusted verdict: %q", j.Detail)
+	}
 
 	a.proc.stop(t, 15*time.Second)
 	cp.shutdown()

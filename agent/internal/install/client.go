@@ -22,6 +22,7 @@ const (
 	PathJobs      = "/api/v1/device/jobs"
 	PathKeyGrants = "/api/v1/device/key-grants"
 	PathPackages  = "/api/v1/device/packages/"
+	PathSelf      = "/api/v1/device/self"
 )
 
 // maxJSONResponse bounds a JSON answer (a job list of a few hundred jobs,
@@ -121,6 +122,19 @@ func (c *Client) Job(ctx context.Context, id string) (wire.Job, error) {
 		return wire.Job{}, fmt.Errorf("fetch job %s: the control plane answered job %q", id, j.ID)
 	}
 	return j, nil
+}
+
+// Attestation returns the device's own current attestation verdict, as the
+// control plane holds it (GET /api/v1/device/self, its "attestation"
+// field; nil when the control plane sends none).
+func (c *Client) Attestation(ctx context.Context) (*wire.Verdict, error) {
+	var self struct {
+		Attestation *wire.Verdict `json:"attestation"`
+	}
+	if err := c.doJSON(ctx, http.MethodGet, PathSelf, nil, &self); err != nil {
+		return nil, fmt.Errorf("own attestation verdict: %w", err)
+	}
+	return self.Attestation, nil
 }
 
 // KeyGrant asks for the package's key (POST /api/v1/device/key-grants).

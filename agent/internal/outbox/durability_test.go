@@ -155,6 +155,18 @@ func testDurability(t *testing.T, b presencetest.Broker) {
 	a := startAgent(t, path, b.URL(), obs)
 	a.enqueue(t, topic, 0, 50)
 	obs.WaitFor(t, 20*time.Second, "first 50 events", allOf(t, 50))
+	// The observer may see the last message before its PUBACK reaches the
+	// outbox: wait until the outbox has nothing pending, so the count
+	// below is exact.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		st, err := a.ob.Stats()
+		if err == nil && st.Pending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("first 50 not all acknowledged: %+v, %v", st, err)
+		}
+	}
 
 	t.Logf("phase: first 50 received")
 	b.Stop(t) // outage

@@ -256,7 +256,7 @@ func (s *Session) statusPayload(n uint64, state string, ts time.Time) []byte {
 	return b
 }
 
-// connect opens connection n, announces it online and renews the
+// connect opens connection n, renews the subscriptions, announces it online and
 // subscriptions. On error nothing is left running.
 func (s *Session) connect(ctx context.Context, n uint64) (*conn, error) {
 	c := &conn{session: n, lost: make(chan struct{})}
@@ -303,11 +303,9 @@ func (s *Session) connect(ctx context.Context, n uint64) (*conn, error) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	defer cancel()
-	online := s.statusPayload(n, StateOnline, s.cfg.Clock.Now().UTC())
-	if err := c.wait(pctx, c.client.Publish(s.topic, 1, true, online)); err != nil {
-		c.client.Disconnect(0)
-		return nil, fmt.Errorf("publish online status: %w", err)
-	}
+	// Subscriptions first, then the online status: "online" means the
+	// device can take commands, so a control plane that reacts to it (an
+	// attestation challenge) is heard.
 	s.mu.Lock()
 	s.conn = c
 	subs := append([]*subscription(nil), s.subs...)
@@ -320,6 +318,12 @@ func (s *Session) connect(ctx context.Context, n uint64) (*conn, error) {
 			}
 			s.log.Error("mqtt subscribe failed", "filter", sub.filter, "err", err)
 		}
+	}
+	online := s.statusPayload(n, StateOnline, s.cfg.Clock.Now().UTC())
+	if err := c.wait(pctx, c.client.Publish(s.topic, 1, true, online)); err != nil {
+		s.setConn(nil)
+		c.client.Disconnect(0)
+		return nil, fmt.Errorf("publish online status: %w", err)
 	}
 	s.log.Info("mqtt connected", "broker", s.cfg.BrokerURL, "session", n)
 	return c, nil

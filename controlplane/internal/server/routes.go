@@ -8,7 +8,9 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -523,12 +525,44 @@ func (s *Server) handleKEMKey(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.NewDevice(updated))
 }
 
+// DeviceSelf is GET /api/v1/device/self: the device's record and its own
+// current attestation verdict (so the agent's install policy can require
+// it: a device cannot read its fleet's verdict topic).
+type DeviceSelf struct {
+	api.Device
+	Attestation *wire.Verdict `json:"attestation"`
+}
+
 func (s *Server) handleSelf(w http.ResponseWriter, r *http.Request) {
 	dev, _, ok := s.deviceFromTLS(w, r)
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, api.NewDevice(dev))
+	v, err := s.selfVerdict(r.Context(), dev)
+	if err != nil {
+		s.log.Warn("device self: attestation state", "tenant", dev.Tenant, "device", dev.ID, "error", err)
+		writeError(w, r, http.StatusServiceUnavailable, wire.CodeInternal, "attestation state unavailable")
+		return
+	}
+	writeJSON(w, http.StatusOK, DeviceSelf{Device: api.NewDevice(dev), Attestation: v})
+}
+
+// selfVerdict is the device's stored verdict as published (state unknown
+// when it was never attested).
+func (s *Server) selfVerdict(ctx context.Context, dev store.Device) (*wire.Verdict, error) {
+	st, err := s.cfg.Store.GetAttestationState(ctx, dev.Tenant, dev.ID)
+	if err != nil {
+		return nil, err
+	}
+	v := &wire.Verdict{Schema: wire.VerdictSchema, Tenant: dev.Tenant, Fleet: dev.FleetID, Device: dev.ID,
+		State: string(st.State), TPMKind: string(dev.TPMKind), PCRDigest: st.PCRDigest, EvidenceAt: st.EvidenceAt,
+		NonceAgeMS: st.NonceAgeMS, Reboot: st.Reboot, VerdictAt: st.VerdictAt}
+	if len(st.Reasons) > 0 {
+		if err := json.Unmarshal(st.Reasons, &v.Reasons); err != nil {
+			return nil, fmt.Errorf("stored reasons: %w", err)
+		}
+	}
+	return v, nil
 }
 
 // Enrollment session handles. The verifier's session id goes to the device

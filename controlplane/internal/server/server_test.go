@@ -291,6 +291,11 @@ func TestEnrollTPMEndToEnd(t *testing.T) {
 			if self["id"] != resp.DeviceID || self["status"] != "enrolled" {
 				t.Errorf("device/self %v", self)
 			}
+			// Its own verdict: unknown until attested.
+			if att, _ := self["attestation"].(map[string]any); att["state"] != "unknown" || att["device"] != resp.DeviceID ||
+				att["schema"] != wire.VerdictSchema {
+				t.Errorf("device/self attestation %v", self["attestation"])
+			}
 
 			// Renewal: same TPM key yes, another key no.
 			r = mustDo(t, dc, http.MethodPost, h.BaseURL+"/api/v1/device/renew", map[string]string{"csr": csrPEM(t, a.signer(t))})
