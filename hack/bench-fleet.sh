@@ -21,6 +21,16 @@
 #                its verdict, against the issue-4 goal p99 < 1 s; the
 #                server's CPU and RSS. Any untrusted or stale verdict, lost
 #                verdicts (> 0.5 %) or lost connections fail the run.
+#   rollout      (issue 5) a BENCH_ROLLOUT_MIB model package (ONNX MLP with
+#                its self-test, packed by the real tgsp) rolled out to
+#                BENCH_ROLLOUT_DEVICES devices on their own tg-controlplane:
+#                BENCH_ROLLOUT_AGENTS real tg-agent processes (simulator
+#                TPM, ONNX Runtime) and simulated devices for the rest
+#                (soft TPMs, the agent's routes and reports); total time,
+#                the server's CPU and RSS, key grants per second (also as a
+#                burst), and the agent's verify+decrypt against tgsp
+#                verify + tgsp unpack. A device that does not commit, a
+#                refused grant or an untrusted verdict fails the run.
 #
 # hack/fleetbench/main.go says how each number is taken.
 #
@@ -35,17 +45,30 @@
 #   BENCH_ATTEST_INTERVAL=10s  the control plane's attestation.interval
 #   BENCH_ATTEST_S=60     measured window (s), after every device is trusted
 #   BENCH_ONLY=attest     run only the attestation phase (no mosquitto needed)
+#   BENCH_ROLLOUT_DEVICES=100  devices in the rollout (real agents included)
+#   BENCH_ROLLOUT_AGENTS=10    of them real tg-agent processes (each peaks
+#                         near 3x the model size in RSS while it installs:
+#                         the model is decrypted into memory, then loaded
+#                         by ONNX Runtime)
+#   BENCH_ROLLOUT_MIB=256      package size
+#   BENCH_ROLLOUT_WAVES=100    the rollout's waves (e.g. 10,50,100)
+#   BENCH_ROLLOUT_GRANT_ROUNDS=10  rounds of the key-grant burst
+#   BENCH_ROLLOUT_ATTEST_INTERVAL=60s  attestation.interval of its control
+#                         plane (a grant needs a verdict at most 2 intervals old)
+#   BENCH_ONLY=rollout    run only the rollout phase (no mosquitto needed;
+#                         needs libonnxruntime: bash hack/fetch-onnxruntime.sh)
 #   KEEP=1                keep the work files in .bench/fleet-work
 #                         (attest/latency.csv: one line per verdict)
 #
-# Outputs: a table on stdout and a one-line JSON summary in .bench/fleet.json.
+# Outputs: a table on stdout and a one-line JSON summary in .bench/fleet.json
+# (the rollout phase's also alone in .bench/rollout.json).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
 	export PATH="/usr/local/go/bin:$PATH"
 fi
-if [ "${BENCH_ONLY:-}" != attest ] && ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+if [ -z "${BENCH_ONLY:-}" ] && ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
 	echo "bench-fleet: mosquitto is missing (bash hack/install-deps.sh installs it)" >&2
 	exit 1
 fi
@@ -55,6 +78,9 @@ fi
 clients=${BENCH_DEVICES:-1000}
 if [ "${BENCH_ONLY:-}" = attest ] || (( ${BENCH_ATTEST_DEVICES:-1000} > clients )); then
 	clients=${BENCH_ATTEST_DEVICES:-1000}
+fi
+if [ "${BENCH_ONLY:-}" = rollout ]; then
+	clients=${BENCH_ROLLOUT_DEVICES:-100}
 fi
 want=$(( clients * 2 + 1024 ))
 if (( $(ulimit -n) < want )); then
@@ -73,8 +99,8 @@ if ! flock -n 9; then
 	flock 9
 fi
 mkdir -p .bench/fleet/bin
-echo "bench-fleet: go build tg-controlplane tg-agent fleetbench"
-go build -o .bench/fleet/bin/ ./controlplane/cmd/tg-controlplane ./agent/cmd/tg-agent
+echo "bench-fleet: go build tg-controlplane tg-agent tgsp fleetbench"
+go build -o .bench/fleet/bin/ ./controlplane/cmd/tg-controlplane ./agent/cmd/tg-agent ./tgsp/cmd/tgsp
 go build -o .bench/fleet/fleetbench ./hack/fleetbench
 
 status=0
@@ -89,3 +115,7 @@ fi
 echo
 echo "bench-fleet: summary (.bench/fleet.json):"
 cat .bench/fleet.json
+if [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY}" = rollout ]; then
+	echo "bench-fleet: rollout summary (.bench/rollout.json):"
+	cat .bench/rollout.json
+fi

@@ -11,6 +11,8 @@
 #   BENCH_SIZE_MB=1024   payload size in MiB
 #   BENCH_REPS=3         timed runs after one warm-up run; the best counts
 #   KEEP=1               keep the work files in .bench/tgsp-work
+#   BENCH_ONLY=attest|rollout  skip the tgsp benchmark and run only that
+#                        phase of hack/bench-fleet.sh (which lists its knobs)
 #
 # Outputs: a table on stdout and a one-line JSON summary in .bench/tgsp.json.
 set -euo pipefail
@@ -18,6 +20,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
 	export PATH="/usr/local/go/bin:$PATH"
+fi
+
+if [ -n "${BENCH_ONLY:-}" ]; then
+	echo "bench: BENCH_ONLY=$BENCH_ONLY: skipping the tgsp benchmark"
+	exec bash hack/bench-fleet.sh
 fi
 
 mkdir -p bin .bench
@@ -40,4 +47,4 @@ fi
 echo
 echo "bench: summary (.bench/tgsp.json):"
 cat .bench/tgsp.json
-bash hack/bench-fleet.sh # issue-3 fleet benchmarks (enrollment, agent idle, 1,000 mTLS MQTT devices)
+bash hack/bench-fleet.sh # issue-3/4/5 fleet benchmarks (enrollment, agent idle, 1,000 mTLS MQTT devices, attestation, rollout)
