@@ -106,6 +106,7 @@ type attestationService struct {
 	locks       map[deviceKey]*sync.Mutex
 	lastPrune   time.Time
 	connected   map[deviceKey]bool // devices that announced a new connection since the last scan
+	queued      map[deviceKey]int  // pieces of evidence waiting for a verification worker
 }
 
 // attestDeps is what the attestation service is built from.
@@ -150,6 +151,7 @@ func newAttestationService(d attestDeps) *attestationService {
 		attestDeps: d, verifier: attest.NewVerifier(d.Nonces), wake: make(chan struct{}, 1),
 		due: map[deviceKey]time.Time{}, seen: map[deviceKey]time.Time{}, republished: map[deviceKey]uint64{},
 		gen: 1, locks: map[deviceKey]*sync.Mutex{}, connected: map[deviceKey]bool{},
+		queued: map[deviceKey]int{},
 	}
 	for range attestWorkers {
 		s.queues = append(s.queues, make(chan broker.Message, attestQueueDepth))
@@ -190,9 +192,13 @@ func (s *attestationService) handle(m broker.Message) {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(k.tenant + "/" + k.device))
 	q := s.queues[h.Sum32()%uint32(len(s.queues))]
+	s.mu.Lock()
+	s.queued[k]++
+	s.mu.Unlock()
 	select {
 	case q <- m:
 	default:
+		s.dequeued(k)
 		s.Log.Warn("attestation evidence dropped: verification queue full", "tenant", k.tenant, "device", k.device)
 	}
 }
@@ -277,11 +283,29 @@ func (s *attestationService) work(ctx context.Context, q <-chan broker.Message) 
 			return
 		case m := <-q:
 			k, _ := parseAttestationTopic(m.Topic)
-			if err := s.verify(ctx, k, m.Payload); err != nil && ctx.Err() == nil {
+			err := s.verify(ctx, k, m.Payload)
+			s.dequeued(k)
+			if err != nil && ctx.Err() == nil {
 				s.Log.Warn("attestation evidence not verified", "tenant", k.tenant, "device", k.device, "error", err)
 			}
 		}
 	}
+}
+
+// dequeued counts one piece of evidence of k as handled.
+func (s *attestationService) dequeued(k deviceKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.queued[k]--; s.queued[k] <= 0 {
+		delete(s.queued, k)
+	}
+}
+
+// waiting reports whether evidence of k is queued for verification.
+func (s *attestationService) waiting(k deviceKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queued[k] > 0
 }
 
 func (s *attestationService) deviceLock(k deviceKey) *sync.Mutex {
@@ -596,8 +620,8 @@ func (s *attestationService) sweep(ctx context.Context, k deviceKey, d store.Dev
 	if first.After(lastValid) {
 		lastValid = first
 	}
-	if now.Sub(lastValid) < 2*interval {
-		return nil
+	if now.Sub(lastValid) < 2*interval || s.waiting(k) {
+		return nil // answered in time, or its answer waits for a worker (verification lags under load)
 	}
 	base.State = wire.VerdictStale
 	base.Reasons = []wire.VerdictReason{{Code: wire.ReasonNoAnswer,

@@ -322,6 +322,19 @@ func testPackageKeyGrants(t *testing.T, h *controlplanetest.Harness) {
 		}
 	}
 
+	// Not attested yet, or stale: refused for now — 503 with Retry-After,
+	// which the agent retries (403 would end its job).
+	for _, state := range []store.VerdictState{store.VerdictUnknown, store.VerdictStale} {
+		d := newPkgDevice(t, h, h.Tenant, fleet.ID, store.TPMHardware, true)
+		if state == store.VerdictStale {
+			d.trust(t, h, state)
+		}
+		st, msg, g := d.askKey(t, h, jobID, pkgID)
+		if st != 503 || !strings.HasPrefix(msg, wire.CodeKeyGrantRefused+": ") || !strings.Contains(msg, "verdict is "+string(state)) || g.Grant != nil {
+			t.Errorf("%s device: %d %q, want 503 KEY_GRANT_REFUSED (for now)", state, st, msg)
+		}
+	}
+
 	// Revoked: the certificate is refused (at the handshake, or 403 REVOKED).
 	revoked := newPkgDevice(t, h, h.Tenant, fleet.ID, store.TPMHardware, true)
 	revoked.trust(t, h, store.VerdictTrusted)

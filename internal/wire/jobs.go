@@ -79,7 +79,8 @@ type KeyGrantRequest struct {
 // (tgsp.Package.OpenGrant). The control plane grants only to an enrolled
 // device of the job's fleet whose attestation verdict is trusted and that
 // is not quarantined; otherwise 403 with the error code KEY_GRANT_REFUSED
-// and the reason in the message.
+// and the reason in the message — or 503 (same code, Retry-After) when the
+// refusal may pass by itself: the device's attestation is not current yet.
 type KeyGrant struct {
 	Schema    string `json:"schema"`
 	PackageID string `json:"package_id"`

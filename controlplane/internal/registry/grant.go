@@ -15,8 +15,15 @@ import (
 var ErrGrantRefused = errors.New("key grant refused")
 
 // GrantRefusedError is a key grant the control plane refuses; Reason says
-// why in words safe to show the device (and its operator).
-type GrantRefusedError struct{ Reason string }
+// why in words safe to show the device (and its operator). Later is set
+// when the refusal may pass by itself — the device's attestation is not
+// yet current (never attested, stale, or older than two intervals, as
+// under load when verification lags) — so the device should ask again
+// after its next attestation rather than give up.
+type GrantRefusedError struct {
+	Reason string
+	Later  bool
+}
 
 func (e *GrantRefusedError) Error() string { return "key grant refused: " + e.Reason }
 
@@ -25,6 +32,11 @@ func (e *GrantRefusedError) Is(target error) bool { return target == ErrGrantRef
 
 func refuse(format string, args ...any) error {
 	return &GrantRefusedError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// refuseForNow is refuse for a refusal that may pass by itself.
+func refuseForNow(format string, args ...any) error {
+	return &GrantRefusedError{Reason: fmt.Sprintf(format, args...), Later: true}
 }
 
 // GrantAuthorizer decides whether a device may have the key of a package
@@ -203,7 +215,12 @@ func (r *Registry) eligible(ctx context.Context, rd reader, dev store.Device) (*
 	if err != nil {
 		return nil, fmt.Errorf("attestation state of device %s: %w", dev.ID, err)
 	}
-	if st.State != store.VerdictTrusted {
+	switch st.State {
+	case store.VerdictTrusted:
+	case store.VerdictUnknown, store.VerdictStale:
+		// No current answer: not evidence against the device.
+		return nil, refuseForNow("the device's attestation verdict is %s, not trusted (yet)", st.State)
+	default:
 		return nil, refuse("the device's attestation verdict is %s, not trusted", st.State)
 	}
 	if dev.Quarantined || st.Quarantined {
@@ -214,7 +231,7 @@ func (r *Registry) eligible(ctx context.Context, rd reader, dev store.Device) (*
 		interval = r.interval
 	}
 	if age := r.now().Sub(st.VerdictAt); age > 2*interval {
-		return nil, refuse("the device's trusted attestation verdict is %s old, more than two attestation intervals (%s)",
+		return nil, refuseForNow("the device's trusted attestation verdict is %s old, more than two attestation intervals (%s)",
 			age.Truncate(time.Second), 2*interval)
 	}
 	return devKey, nil

@@ -92,7 +92,14 @@ func (s *Server) handleKeyGrant(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.As(err, &refused):
 		s.log.Info("key grant refused", "tenant", dev.Tenant, "device", dev.ID, "package", req.PackageID, "job", req.JobID,
-			"reason", refused.Reason, "request_id", RequestID(ctx))
+			"reason", refused.Reason, "for_now", refused.Later, "request_id", RequestID(ctx))
+		if refused.Later {
+			// 503 with Retry-After: the device asks again (its attestation
+			// is not current yet); 403 is final.
+			w.Header().Set("Retry-After", "10")
+			writeError(w, r, http.StatusServiceUnavailable, wire.CodeKeyGrantRefused, refused.Reason)
+			return
+		}
 		writeError(w, r, http.StatusForbidden, wire.CodeKeyGrantRefused, refused.Reason)
 		return
 	case err != nil:
