@@ -105,67 +105,22 @@ func (o *ops) DeletePublisher(ctx context.Context, tenant, name string) error {
 // RecipientKey is the control plane's TGSP recipient key of one tenant:
 // the public key body (tgsp.RecipientPublicKey.Bytes), its key id, and the
 // private key sealed under the tenant's data key (opaque here).
-type RecipientKey struct {
-	Tenant     string
-	KeyID      string
-	PublicKey  []byte
-	WrappedKey []byte
-	CreatedAt  time.Time
-}
+type RecipientKey = TenantKey
 
 // EnsureRecipientKey stores k as tenant's recipient key unless the tenant
 // already has one, and returns the key the tenant has afterwards: k, or the
 // one stored before (by another replica, say). created reports which.
 func (o *ops) EnsureRecipientKey(ctx context.Context, tenant string, k RecipientKey) (RecipientKey, bool, error) {
-	switch {
-	case !ValidKeyID(k.KeyID):
+	if !ValidKeyID(k.KeyID) {
 		return RecipientKey{}, false, fmt.Errorf("%w: recipient key id %q is not 32 lowercase hex digits", ErrInvalid, k.KeyID)
-	case len(k.PublicKey) == 0 || len(k.WrappedKey) == 0:
-		return RecipientKey{}, false, fmt.Errorf("%w: recipient key needs a public key and a wrapped private key", ErrInvalid)
 	}
-	var out RecipientKey
-	var created bool
-	err := o.inTx(ctx, func(o *ops) error {
-		res, err := o.exec(ctx, `INSERT INTO recipient_keys (tenant_id, key_id, public_key, wrapped_key, created_at)
-			VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id) DO NOTHING`,
-			tenant, k.KeyID, k.PublicKey, k.WrappedKey, micros(o.clock()))
-		if err != nil {
-			return mapInsertErr(err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		created = n == 1
-		out, err = scanRecipientKey(o.queryRowW(ctx, `SELECT `+recipientCols+` FROM recipient_keys WHERE tenant_id = ?`, tenant))
-		return err
-	})
-	if err != nil {
-		return RecipientKey{}, false, fmt.Errorf("recipient key of tenant %s: %w", tenant, err)
-	}
-	return out, created, nil
-}
-
-const recipientCols = `tenant_id, key_id, public_key, wrapped_key, created_at`
-
-func scanRecipientKey(sc scanner) (RecipientKey, error) {
-	var k RecipientKey
-	var created int64
-	if err := sc.Scan(&k.Tenant, &k.KeyID, &k.PublicKey, &k.WrappedKey, &created); err != nil {
-		return RecipientKey{}, mapErr(err)
-	}
-	k.CreatedAt = fromMicros(created)
-	return k, nil
+	return o.ensureTenantKey(ctx, "recipient_keys", "recipient key", tenant, k)
 }
 
 // GetRecipientKey returns tenant's recipient key; ErrNotFound until
 // EnsureRecipientKey stored one.
 func (o *ops) GetRecipientKey(ctx context.Context, tenant string) (RecipientKey, error) {
-	k, err := scanRecipientKey(o.queryRow(ctx, `SELECT `+recipientCols+` FROM recipient_keys WHERE tenant_id = ?`, tenant))
-	if err != nil {
-		return RecipientKey{}, fmt.Errorf("recipient key of tenant %s: %w", tenant, err)
-	}
-	return k, nil
+	return o.getTenantKey(ctx, "recipient_keys", "recipient key", tenant)
 }
 
 // Package is a TGSP package in a tenant's registry. The file itself is in

@@ -10,13 +10,7 @@ import (
 // PolicySigningKey is a tenant's policy bundle signing key (migration
 // 0006): the public key as PKIX DER and the PKCS #8 private key sealed
 // under the tenant's data key (opaque here).
-type PolicySigningKey struct {
-	Tenant     string
-	KeyID      string
-	PublicKey  []byte
-	WrappedKey []byte
-	CreatedAt  time.Time
-}
+type PolicySigningKey = TenantKey
 
 var policyKeyIDRe = regexp.MustCompile(`^tgpol-[0-9a-f]{32}$`)
 
@@ -25,55 +19,16 @@ var policyKeyIDRe = regexp.MustCompile(`^tgpol-[0-9a-f]{32}$`)
 // or the one stored before (by another replica, say). created reports
 // which.
 func (o *ops) EnsurePolicySigningKey(ctx context.Context, tenant string, k PolicySigningKey) (PolicySigningKey, bool, error) {
-	switch {
-	case !policyKeyIDRe.MatchString(k.KeyID):
+	if !policyKeyIDRe.MatchString(k.KeyID) {
 		return PolicySigningKey{}, false, fmt.Errorf("%w: policy key id %q is not tgpol-<32 hex digits>", ErrInvalid, k.KeyID)
-	case len(k.PublicKey) == 0 || len(k.WrappedKey) == 0:
-		return PolicySigningKey{}, false, fmt.Errorf("%w: policy key needs a public key and a wrapped private key", ErrInvalid)
 	}
-	var out PolicySigningKey
-	var created bool
-	err := o.inTx(ctx, func(o *ops) error {
-		res, err := o.exec(ctx, `INSERT INTO policy_signing_keys (tenant_id, key_id, public_key, wrapped_key, created_at)
-			VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id) DO NOTHING`,
-			tenant, k.KeyID, k.PublicKey, k.WrappedKey, micros(o.clock()))
-		if err != nil {
-			return mapInsertErr(err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		created = n == 1
-		out, err = scanPolicyKey(o.queryRowW(ctx, `SELECT `+policyKeyCols+` FROM policy_signing_keys WHERE tenant_id = ?`, tenant))
-		return err
-	})
-	if err != nil {
-		return PolicySigningKey{}, false, fmt.Errorf("policy signing key of tenant %s: %w", tenant, err)
-	}
-	return out, created, nil
+	return o.ensureTenantKey(ctx, "policy_signing_keys", "policy signing key", tenant, k)
 }
 
 // GetPolicySigningKey returns tenant's policy signing key, or ErrNotFound
 // before the first push.
 func (o *ops) GetPolicySigningKey(ctx context.Context, tenant string) (PolicySigningKey, error) {
-	k, err := scanPolicyKey(o.queryRow(ctx, `SELECT `+policyKeyCols+` FROM policy_signing_keys WHERE tenant_id = ?`, tenant))
-	if err != nil {
-		return PolicySigningKey{}, fmt.Errorf("policy signing key of tenant %s: %w", tenant, err)
-	}
-	return k, nil
-}
-
-const policyKeyCols = `tenant_id, key_id, public_key, wrapped_key, created_at`
-
-func scanPolicyKey(sc scanner) (PolicySigningKey, error) {
-	var k PolicySigningKey
-	var created int64
-	if err := sc.Scan(&k.Tenant, &k.KeyID, &k.PublicKey, &k.WrappedKey, &created); err != nil {
-		return PolicySigningKey{}, mapErr(err)
-	}
-	k.CreatedAt = fromMicros(created)
-	return k, nil
+	return o.getTenantKey(ctx, "policy_signing_keys", "policy signing key", tenant)
 }
 
 // PolicyBundle is one signed policy bundle of a fleet. Bundle is empty when
