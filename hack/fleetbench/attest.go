@@ -510,7 +510,8 @@ func setupDevices(ctx context.Context, cp *controlPlane, host string, devs []*si
 				}
 				d := devs[i]
 				t0 := time.Now()
-				cert, err := enrollSoft(ctx, hc, cp.httpsURL, d, tokens[i])
+				id, cert, err := enrollSoft(ctx, hc, cp.httpsURL, d.tpm, tokens[i], nil)
+				d.id = id
 				enrollT.Add(int64(time.Since(t0)))
 				if err != nil {
 					errs[i] = fmt.Errorf("enroll: %w", err)
@@ -556,40 +557,41 @@ func setupDevices(ctx context.Context, cp *controlPlane, host string, devs []*si
 	return nil
 }
 
-// enrollSoft enrolls d as the agent enrolls a TPM device (agent/internal/
-// enroll): CSR of the TLS key, TPM2_Certify bound to token and CSR, POST
-// enroll, TPM2_ActivateCredential, POST activate. It returns the device's
+// enrollSoft enrolls the soft TPM t as the agent enrolls a TPM device
+// (agent/internal/enroll): CSR of the TLS key, TPM2_Certify bound to token,
+// CSR and, when kemPub is set, the device's KEM key, POST enroll,
+// TPM2_ActivateCredential, POST activate. It returns the device id and its
 // TLS certificate.
-func enrollSoft(ctx context.Context, hc *http.Client, base string, d *simDevice, token string) (tls.Certificate, error) {
-	csr, err := tpmdev.CreateCSR(d.tpm.tls, pkix.Name{CommonName: "tg-agent"})
+func enrollSoft(ctx context.Context, hc *http.Client, base string, t *softTPM, token string, kemPub []byte) (string, tls.Certificate, error) {
+	csr, err := tpmdev.CreateCSR(t.tls, pkix.Name{CommonName: "tg-agent"})
 	if err != nil {
-		return tls.Certificate{}, err
+		return "", tls.Certificate{}, err
 	}
-	att, sig, err := d.tpm.Certify(enrollbind.QualifyingData(token, csr))
+	att, sig, err := t.Certify(enrollbind.QualifyingDataKEM(token, csr, kemPub))
 	if err != nil {
-		return tls.Certificate{}, err
+		return "", tls.Certificate{}, err
 	}
-	req := wire.EnrollRequest{Token: token, CSR: csr, TPMKind: wire.TPMKindSimulated, TPM: &wire.TPMEvidence{
-		EKPublic: d.tpm.ekPub, AKPublic: d.tpm.akPub, TLSKeyPublic: d.tpm.tlsPub,
+	req := wire.EnrollRequest{Token: token, CSR: csr, TPMKind: wire.TPMKindSimulated, KEMPublic: kemPub, TPM: &wire.TPMEvidence{
+		EKPublic: t.ekPub, AKPublic: t.akPub, TLSKeyPublic: t.tlsPub,
 		TLSKeyCertify: att, TLSKeyCertifySignature: sig,
 	}}
 	var ch wire.Challenge
 	if _, err := postJSON(ctx, hc, base+pathEnroll, req, &ch); err != nil {
-		return tls.Certificate{}, err
+		return "", tls.Certificate{}, err
 	}
-	secret, err := d.tpm.ActivateCredential(ch.CredentialBlob, ch.EncryptedSecret)
+	secret, err := t.ActivateCredential(ch.CredentialBlob, ch.EncryptedSecret)
 	if err != nil {
-		return tls.Certificate{}, err
+		return "", tls.Certificate{}, err
 	}
 	var resp wire.EnrollResponse
 	if _, err := postJSON(ctx, hc, base+pathActivate, wire.ChallengeAnswer{SessionID: ch.SessionID, Secret: secret}, &resp); err != nil {
-		return tls.Certificate{}, err
+		return "", tls.Certificate{}, err
 	}
-	if err := checkIssued(resp, &d.tpm.tls.PublicKey); err != nil {
-		return tls.Certificate{}, err
+	if err := checkIssued(resp, &t.tls.PublicKey); err != nil {
+		return "", tls.Certificate{}, err
 	}
-	d.id = resp.DeviceID
-	return tlsCert(resp.CertificatePEM, d.tpm.tls)
+	cert, err := tlsCert(resp.CertificatePEM, t.tls)
+	return resp.DeviceID, cert, err
 }
 
 // deviceLoop answers every challenge on the device's cmd/attest topic as

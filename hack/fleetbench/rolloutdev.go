@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -19,8 +18,6 @@ import (
 	"time"
 
 	"github.com/tensorguard/tensorguardflow/internal/mqttacl"
-	"github.com/tensorguard/tensorguardflow/internal/tpmdev"
-	"github.com/tensorguard/tensorguardflow/internal/tpmdev/enrollbind"
 	"github.com/tensorguard/tensorguardflow/internal/wire"
 	"github.com/tensorguard/tensorguardflow/tgsp"
 )
@@ -65,39 +62,11 @@ func (d *rolloutDevice) enroll(ctx context.Context, hc *http.Client, base string
 		return tls.Certificate{}, err
 	}
 	d.kem = kem
-	kemPub := kem.Public().Bytes()
-	csr, err := tpmdev.CreateCSR(d.tpm.tls, pkix.Name{CommonName: "tg-agent"})
+	id, cert, err := enrollSoft(ctx, hc, base, d.tpm, token, kem.Public().Bytes())
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	att, sig, err := d.tpm.Certify(enrollbind.QualifyingDataKEM(token, csr, kemPub))
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	req := wire.EnrollRequest{Token: token, CSR: csr, TPMKind: wire.TPMKindSimulated, KEMPublic: kemPub, TPM: &wire.TPMEvidence{
-		EKPublic: d.tpm.ekPub, AKPublic: d.tpm.akPub, TLSKeyPublic: d.tpm.tlsPub,
-		TLSKeyCertify: att, TLSKeyCertifySignature: sig,
-	}}
-	var ch wire.Challenge
-	if _, err := postJSON(ctx, hc, base+pathEnroll, req, &ch); err != nil {
-		return tls.Certificate{}, err
-	}
-	secret, err := d.tpm.ActivateCredential(ch.CredentialBlob, ch.EncryptedSecret)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	var resp wire.EnrollResponse
-	if _, err := postJSON(ctx, hc, base+pathActivate, wire.ChallengeAnswer{SessionID: ch.SessionID, Secret: secret}, &resp); err != nil {
-		return tls.Certificate{}, err
-	}
-	if err := checkIssued(resp, &d.tpm.tls.PublicKey); err != nil {
-		return tls.Certificate{}, err
-	}
-	d.id = resp.DeviceID
-	cert, err := tlsCert(resp.CertificatePEM, d.tpm.tls)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
+	d.id = id
 	d.hc = &http.Client{Transport: &http.Transport{
 		TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}},
 		MaxIdleConnsPerHost: 2,
