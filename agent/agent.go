@@ -23,6 +23,7 @@ import (
 
 	"github.com/tensorguard/tensorguardflow/agent/internal/attest"
 	"github.com/tensorguard/tensorguardflow/agent/internal/enroll"
+	"github.com/tensorguard/tensorguardflow/agent/internal/inference"
 	"github.com/tensorguard/tensorguardflow/agent/internal/install"
 	"github.com/tensorguard/tensorguardflow/agent/internal/keys"
 	"github.com/tensorguard/tensorguardflow/agent/internal/outbox"
@@ -85,7 +86,12 @@ type options struct {
 	notifier      Notifier
 	enrollBackoff presence.Backoff
 	renewBackoff  presence.Backoff
+	thermalRoot   string
 }
+
+// WithThermalRoot reads thermal zones under root instead of
+// /sys/class/thermal (tests).
+func WithThermalRoot(root string) Option { return func(o *options) { o.thermalRoot = root } }
 
 // WithConfigPath makes Run reload the config from path on SIGHUP.
 func WithConfigPath(path string) Option { return func(o *options) { o.configPath = path } }
@@ -127,6 +133,9 @@ type Agent struct {
 	box     *outbox.Outbox
 	// installer is set while Run runs, for the status file.
 	installer *install.Installer
+
+	// stats counts inferences per model (metrics and telemetry).
+	stats *inference.Stats
 }
 
 // New validates cfg and returns an Agent. It opens nothing.
@@ -143,7 +152,9 @@ func New(cfg *Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 			notifier:      systemdNotifier{},
 			enrollBackoff: presence.Backoff{Min: time.Second, Max: time.Minute},
 			renewBackoff:  presence.Backoff{Min: 2 * time.Second, Max: 5 * time.Minute},
+			thermalRoot:   inference.ThermalRoot,
 		},
+		stats:     inference.NewStats(),
 		log:       logger,
 		reloadNow: make(chan struct{}, 1),
 	}
@@ -472,6 +483,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	ls, err := a.openListeners()
+	if err != nil {
+		return err
+	}
 	a.mu.Lock()
 	a.db, a.session, a.box, a.installer = r.db, sess, box, installer
 	a.mu.Unlock()
@@ -504,6 +519,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	task("policy", pol.Run)
 	task("install", installer.Run)
 	task("telemetry", func(ctx context.Context) error { return a.telemetryLoop(ctx, box, id.TenantID, id.DeviceID) })
+	if len(ls.api) > 0 {
+		task("inference-api", func(ctx context.Context) error { return a.serveInference(ctx, ls.api, installer) })
+	}
+	if ls.metrics != nil {
+		task("metrics", func(ctx context.Context) error { return a.serveMetrics(ctx, ls.metrics) })
+	}
 	task("watchdog", (&sdnotify.Watchdog{Healthy: a.healthy, Logger: a.log.With("subsystem", "watchdog")}).Run)
 	if a.opts.configPath != "" {
 		task("reload", a.reloadOnSIGHUP)

@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tensorguard/tensorguardflow/agent/internal/enroll"
+	"github.com/tensorguard/tensorguardflow/agent/internal/inferapi"
 )
 
 // Defaults and environment variables.
@@ -91,6 +92,8 @@ type Config struct {
 	RenewFraction   float64         `yaml:"renew_fraction"`
 	Outbox          OutboxConfig    `yaml:"outbox"`
 	Install         InstallConfig   `yaml:"install"`
+	Inference       InferenceConfig `yaml:"inference"`
+	Metrics         MetricsConfig   `yaml:"metrics"`
 	Telemetry       TelemetryConfig `yaml:"telemetry"`
 	Log             LogConfig       `yaml:"log"`
 	ShutdownTimeout Duration        `yaml:"shutdown_timeout"`
@@ -138,9 +141,10 @@ type OutboxConfig struct {
 // InstallConfig configures the install pipeline (package install,
 // docs/packages.md).
 type InstallConfig struct {
-	// Runtime runs installed models: "onnxruntime" (ONNX Runtime on the
-	// CPU, the default) or "none" (this device runs no models; install jobs
-	// fail with ACTIVATION).
+	// Runtime is which inference backends run installed models: "auto"
+	// (the default: TensorRT where the agent was built with it and a GPU
+	// answers, and ONNX Runtime), "onnxruntime", "tensorrt", or "none"
+	// (this device runs no models; install jobs fail with ACTIVATION).
 	Runtime string `yaml:"runtime"`
 	// ONNXRuntimeLibrary is the path of libonnxruntime.so.1 (ONNX Runtime
 	// 1.24.x). Empty: $TG_ONNXRUNTIME_LIB, else the development cache. It
@@ -150,6 +154,10 @@ type InstallConfig struct {
 	// ONNXRuntimeThreads is ONNX Runtime's intra-op thread count (0: one
 	// per core).
 	ONNXRuntimeThreads int `yaml:"onnxruntime_threads,omitempty"`
+	// PlanCacheBytes bounds the encrypted cache of built TensorRT engine
+	// plans (0: 4 GiB), kept in $CACHE_DIRECTORY/plans (systemd's
+	// CacheDirectory), else in plans/ beside the state file.
+	PlanCacheBytes int64 `yaml:"plan_cache_bytes,omitempty"`
 	// MaxPackageBytes bounds a package download; MaxModelBytes the
 	// plaintext a model may occupy in memory (it never goes to disk).
 	MaxPackageBytes int64 `yaml:"max_package_bytes"`
@@ -161,9 +169,63 @@ type InstallConfig struct {
 
 // Install runtimes.
 const (
-	RuntimeONNX = "onnxruntime"
-	RuntimeNone = "none"
+	RuntimeAuto     = "auto"
+	RuntimeONNX     = "onnxruntime"
+	RuntimeTensorRT = "tensorrt"
+	RuntimeNone     = "none"
 )
+
+// InferenceConfig configures the local inference API (docs/inference.md):
+// the Open Inference Protocol (KServe v2) on a Unix socket.
+type InferenceConfig struct {
+	// Socket is the Unix socket's path; "off" disables the API. Default:
+	// inference.sock in $RUNTIME_DIRECTORY (systemd's RuntimeDirectory,
+	// /run/tensorguard), else beside the state file.
+	Socket string `yaml:"socket,omitempty"`
+	// SocketGroup owns the socket (mode 0660): members of this group may
+	// run inferences. Empty: the agent's own group.
+	SocketGroup string `yaml:"socket_group,omitempty"`
+	// Listen optionally serves the API on a loopback TCP address too
+	// (127.0.0.1:8001); other addresses are refused.
+	Listen string `yaml:"listen,omitempty"`
+	// MaxBodyBytes bounds a request body (413 beyond).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+}
+
+// InferenceSocketOff disables the inference API.
+const InferenceSocketOff = "off"
+
+// SocketPath returns the inference socket's path ("" when disabled).
+func (c *Config) SocketPath() string {
+	switch s := c.Inference.Socket; {
+	case s == InferenceSocketOff:
+		return ""
+	case s != "":
+		return s
+	}
+	if dir := os.Getenv("RUNTIME_DIRECTORY"); dir != "" {
+		dir, _, _ = strings.Cut(dir, ":") // systemd lists several with ':'
+		return filepath.Join(dir, "inference.sock")
+	}
+	return filepath.Join(filepath.Dir(c.StatePath), "inference.sock")
+}
+
+// PlanCacheDir is where built TensorRT plans are cached, encrypted.
+func (c *Config) PlanCacheDir() string {
+	if dir := os.Getenv("CACHE_DIRECTORY"); dir != "" {
+		dir, _, _ = strings.Cut(dir, ":")
+		return filepath.Join(dir, "plans")
+	}
+	return filepath.Join(filepath.Dir(c.StatePath), "plans")
+}
+
+// MetricsConfig configures the Prometheus endpoint.
+type MetricsConfig struct {
+	// Listen is the loopback address serving /metrics (127.0.0.1:9464);
+	// empty disables it. Other addresses are refused: the endpoint has no
+	// authentication.
+	Listen string `yaml:"listen,omitempty"`
+}
 
 // TelemetryConfig sets the heartbeat.
 type TelemetryConfig struct {
@@ -189,7 +251,8 @@ func DefaultConfig() *Config {
 		Log:             LogConfig{Level: "info", Format: "text"},
 		ShutdownTimeout: Duration(10 * time.Second),
 		MQTT:            MQTTConfig{KeepAlive: Duration(30 * time.Second)},
-		Install:         InstallConfig{Runtime: RuntimeONNX, MaxPackageBytes: 4 << 30, MaxModelBytes: 1 << 30, DownloadAttempts: 10},
+		Inference:       InferenceConfig{MaxBodyBytes: 64 << 20},
+		Install:         InstallConfig{Runtime: RuntimeAuto, MaxPackageBytes: 4 << 30, MaxModelBytes: 1 << 30, DownloadAttempts: 10},
 	}
 }
 
@@ -355,15 +418,34 @@ func (c *Config) Validate() error {
 		bad("log.format", "%q must be text or json", c.Log.Format)
 	}
 	switch c.Install.Runtime {
-	case RuntimeONNX, RuntimeNone:
+	case RuntimeAuto, RuntimeONNX, RuntimeTensorRT, RuntimeNone:
 	default:
-		bad("install.runtime", "%q must be %s or %s", c.Install.Runtime, RuntimeONNX, RuntimeNone)
+		bad("install.runtime", "%q must be %s, %s, %s or %s", c.Install.Runtime, RuntimeAuto, RuntimeONNX, RuntimeTensorRT, RuntimeNone)
+	}
+	if s := c.Inference.Socket; s != "" && s != InferenceSocketOff && !filepath.IsAbs(s) {
+		bad("inference.socket", "%q must be an absolute path (or %s)", s, InferenceSocketOff)
+	}
+	if l := c.Inference.Listen; l != "" {
+		if err := inferapi.CheckLoopback(l); err != nil {
+			bad("inference.listen", "%v", err)
+		}
+	}
+	if c.Inference.MaxBodyBytes < 1024 {
+		bad("inference.max_body_bytes", "%d must be at least 1024", c.Inference.MaxBodyBytes)
+	}
+	if l := c.Metrics.Listen; l != "" {
+		if err := inferapi.CheckLoopback(l); err != nil {
+			bad("metrics.listen", "%v", err)
+		}
 	}
 	if l := c.Install.ONNXRuntimeLibrary; l != "" && !filepath.IsAbs(l) {
 		bad("install.onnxruntime_library", "%q must be an absolute path", l)
 	}
 	if c.Install.ONNXRuntimeThreads < 0 {
 		bad("install.onnxruntime_threads", "%d must not be negative", c.Install.ONNXRuntimeThreads)
+	}
+	if c.Install.PlanCacheBytes < 0 {
+		bad("install.plan_cache_bytes", "%d must not be negative", c.Install.PlanCacheBytes)
 	}
 	if c.Install.MaxPackageBytes < 1<<20 {
 		bad("install.max_package_bytes", "%d must be at least 1 MiB", c.Install.MaxPackageBytes)

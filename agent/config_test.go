@@ -74,7 +74,7 @@ token_file: /etc/tensorguard/token
 		{name: "production refuses plain mqtt", env: "production", yaml: base + "mqtt: {url: \"tcp://b:1883\"}\n", wantErr: "mqtt.url"},
 		{name: "production ok", env: "production", yaml: base + "token_file: /run/token\n"},
 		{name: "install defaults", yaml: base, check: func(t *testing.T, c *Config) {
-			if c.Install.Runtime != RuntimeONNX || c.Install.MaxPackageBytes != 4<<30 || c.Install.MaxModelBytes != 1<<30 ||
+			if c.Install.Runtime != RuntimeAuto || c.Install.MaxPackageBytes != 4<<30 || c.Install.MaxModelBytes != 1<<30 ||
 				c.Install.DownloadAttempts != 10 || c.Install.ONNXRuntimeLibrary != "" {
 				t.Fatalf("install %+v", c.Install)
 			}
@@ -87,6 +87,28 @@ token_file: /etc/tensorguard/token
 				}
 			}},
 		{name: "install runtime none", yaml: base + "install: {runtime: none}\n"},
+		{name: "install runtime tensorrt", yaml: base + "install: {runtime: tensorrt}\n"},
+		{name: "inference", yaml: base + "inference: {socket: /run/tg/i.sock, socket_group: video, listen: \"127.0.0.1:8001\", max_body_bytes: 4096}\nmetrics: {listen: \"[::1]:9464\"}\n",
+			check: func(t *testing.T, c *Config) {
+				if c.SocketPath() != "/run/tg/i.sock" || c.Inference.SocketGroup != "video" || c.Inference.Listen != "127.0.0.1:8001" ||
+					c.Inference.MaxBodyBytes != 4096 || c.Metrics.Listen != "[::1]:9464" {
+					t.Fatalf("inference %+v metrics %+v", c.Inference, c.Metrics)
+				}
+			}},
+		{name: "inference off", yaml: base + "inference: {socket: \"off\"}\n", check: func(t *testing.T, c *Config) {
+			if c.SocketPath() != "" {
+				t.Fatalf("socket %q, want none", c.SocketPath())
+			}
+		}},
+		{name: "inference socket default", yaml: base + "state_path: /var/lib/tg/agent.db\n", check: func(t *testing.T, c *Config) {
+			if c.SocketPath() != "/var/lib/tg/inference.sock" && os.Getenv("RUNTIME_DIRECTORY") == "" {
+				t.Fatalf("socket %q", c.SocketPath())
+			}
+		}},
+		{name: "relative socket", yaml: base + "inference: {socket: i.sock}\n", wantErr: "inference.socket"},
+		{name: "public inference listen", yaml: base + "inference: {listen: \"0.0.0.0:8001\"}\n", wantErr: "inference.listen"},
+		{name: "public metrics listen", yaml: base + "metrics: {listen: \":9464\"}\n", wantErr: "metrics.listen"},
+		{name: "tiny body limit", yaml: base + "inference: {max_body_bytes: 10}\n", wantErr: "inference.max_body_bytes"},
 		{name: "unknown install runtime", yaml: base + "install: {runtime: tensorflow}\n", wantErr: "install.runtime"},
 		{name: "relative onnxruntime library", yaml: base + "install: {onnxruntime_library: lib/libonnxruntime.so.1}\n", wantErr: "install.onnxruntime_library"},
 		{name: "tiny model limit", yaml: base + "install: {max_model_bytes: 1000}\n", wantErr: "install.max_model_bytes"},

@@ -61,15 +61,25 @@
 //     packages downloaded with range resume into <state dir>/packages and
 //     kept encrypted; verified, checked against anti-rollback and the
 //     fleet's policy, opened with a key grant, decrypted into memory only,
-//     loaded by the configured runtime (install.runtime, ONNX Runtime by
-//     default) into an A/B slot, self-tested, then committed or rolled
+//     loaded by an inference backend (install.runtime: TensorRT where the
+//     agent was built with it and a GPU answers, else ONNX Runtime; package
+//     inference) into an A/B slot, self-tested, then committed or rolled
 //     back. A restart resumes or rolls back every interrupted job.
+//   - inference-api: the serving model over the Open Inference Protocol
+//     (KServe v2) on a Unix socket, mode 0660 (inference.socket,
+//     inference.socket_group), and optionally on a loopback TCP address
+//     (docs/inference.md). Every inference is counted per model.
+//   - metrics (metrics.listen, loopback only): Prometheus metrics — the
+//     inference counters and latency histogram per model, the thermal
+//     zones, the Go runtime and the process. The heartbeat carries the same
+//     per-model figures and the thermal zones.
 //   - reload (with WithConfigPath): SIGHUP re-reads and validates the file and
 //     applies it only if every changed key is safe to change live (labels,
 //     telemetry.interval, log.level); otherwise the old config stays and the
 //     reason is logged.
 //
-// READY=1 is sent once the tasks are started (the MQTT session is connected
+// READY=1 is sent once the tasks are started and the inference and metrics
+// listeners accept connections (the MQTT session is connected
 // or queued to connect); STOPPING=1 when ctx ends. Shutdown is bounded by
 // shutdown_timeout: presence publishes offline and disconnects, the outbox
 // stops (its entries are durable), the TPM and the state file are closed.

@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/tensorguard/tensorguardflow/agent/internal/enroll"
+	"github.com/tensorguard/tensorguardflow/agent/internal/inference"
 	"github.com/tensorguard/tensorguardflow/agent/internal/install"
 	"github.com/tensorguard/tensorguardflow/agent/internal/outbox"
 	"github.com/tensorguard/tensorguardflow/agent/internal/state"
-	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime"
 	"github.com/tensorguard/tensorguardflow/internal/wire"
 )
 
@@ -37,11 +37,8 @@ func (a *Agent) newInstaller(r *resources, id *enroll.Identity, stored state.Ide
 		return nil, err
 	}
 	var rt install.Runtime // runtime "none": installs fail with ACTIVATION
-	if cfg.Install.Runtime == RuntimeONNX {
-		rt = &install.ONNXRuntime{
-			Library: cfg.Install.ONNXRuntimeLibrary,
-			Options: onnxruntime.Options{IntraOpThreads: cfg.Install.ONNXRuntimeThreads},
-		}
+	if backends := a.backends(r); len(backends) > 0 {
+		rt = inference.NewSelector(a.log.With("subsystem", "inference"), backends...)
 	}
 	return install.New(install.Config{
 		Store:  r.db,
@@ -56,8 +53,11 @@ func (a *Agent) newInstaller(r *resources, id *enroll.Identity, stored state.Ide
 		},
 		PackageDir: filepath.Join(filepath.Dir(cfg.StatePath), PackagesDir),
 		Runtime:    rt,
-		Keys:       r.kem,
-		Policy:     pol,
+		OnServe: func(slot install.Slot, m install.Model, serving bool) {
+			a.stats.SetLoaded(inference.ModelKey{Name: slot.Name, Version: slot.Version, Backend: m.Backend()}, serving)
+		},
+		Keys:   r.kem,
+		Policy: pol,
 		// The policy sees the device's own verdict as the control plane
 		// holds it, fetched at the policy step (nil when unreachable: a
 		// policy requiring "trusted" then denies).

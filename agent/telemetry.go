@@ -6,6 +6,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/tensorguard/tensorguardflow/agent/internal/inference"
 	"github.com/tensorguard/tensorguardflow/agent/internal/outbox"
 	"github.com/tensorguard/tensorguardflow/internal/mqttacl"
 )
@@ -28,6 +29,47 @@ type Heartbeat struct {
 	CertNotAfter time.Time         `json:"cert_not_after"`
 	Renewals     uint64            `json:"cert_renewals"`
 	Outbox       HeartbeatOutbox   `json:"outbox"`
+	// Models are the inference statistics of every model served since the
+	// agent started (counters are cumulative, as in Prometheus).
+	Models []HeartbeatModel `json:"models,omitempty"`
+	// Thermal are the device's thermal zones (CPU, GPU, SoC on a Jetson).
+	Thermal []inference.Zone `json:"thermal,omitempty"`
+}
+
+// HeartbeatModel is one model's inference statistics.
+type HeartbeatModel struct {
+	Name       string           `json:"name"`
+	Version    string           `json:"version"`
+	Backend    string           `json:"backend"`
+	Loaded     bool             `json:"loaded"`
+	Inferences uint64           `json:"inferences"`
+	Errors     uint64           `json:"errors"`
+	LatencyMS  HeartbeatLatency `json:"latency_ms"`
+}
+
+// HeartbeatLatency summarizes the latency histogram, in milliseconds;
+// quantiles are estimated inside the histogram's buckets.
+type HeartbeatLatency struct {
+	Mean float64 `json:"mean"`
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+}
+
+// heartbeatModels summarizes the inference statistics.
+func heartbeatModels(stats *inference.Stats) []HeartbeatModel {
+	var out []HeartbeatModel
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	for _, m := range stats.Snapshot() {
+		hm := HeartbeatModel{Name: m.Name, Version: m.Version, Backend: m.Backend, Loaded: m.Loaded,
+			Inferences: m.Count, Errors: m.Errors}
+		if m.Count > 0 {
+			hm.LatencyMS = HeartbeatLatency{Mean: ms(m.Sum / time.Duration(m.Count)),
+				P50: ms(m.Quantile(0.5)), P90: ms(m.Quantile(0.9)), P99: ms(m.Quantile(0.99))}
+		}
+		out = append(out, hm)
+	}
+	return out
 }
 
 // HeartbeatOutbox reports the outbox's depth and losses.
@@ -58,6 +100,10 @@ func (a *Agent) telemetryLoop(ctx context.Context, box *outbox.Outbox, tenant, d
 			CertNotAfter: a.certs.identity().Leaf.NotAfter.UTC(),
 			Renewals:     a.renewals.Load(),
 			Outbox:       HeartbeatOutbox{Pending: stats.Pending, Dropped: stats.Dropped},
+			Models:       heartbeatModels(a.stats),
+		}
+		if a.opts.thermalRoot != "" {
+			hb.Thermal = inference.ReadThermal(a.opts.thermalRoot)
 		}
 		_, err = box.EnqueueFunc(topic, 1, false, func(msgID string) ([]byte, error) {
 			hb.MsgID = msgID

@@ -13,6 +13,8 @@
 #   KEEP=1               keep the work files in .bench/tgsp-work
 #   BENCH_ONLY=attest|rollout  skip the tgsp benchmark and run only that
 #                        phase of hack/bench-fleet.sh (which lists its knobs)
+#   BENCH_ONLY=inference only the inference API benchmark (BENCH_INFER_N
+#                        interleaved requests, default 2000)
 #
 # Outputs: a table on stdout and a one-line JSON summary in .bench/tgsp.json.
 set -euo pipefail
@@ -20,6 +22,19 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
 	export PATH="/usr/local/go/bin:$PATH"
+fi
+
+# Issue 6: the local inference API against a direct in-process ONNX Runtime
+# call of the same ~0.5 ms model, interleaved; and resident memory per
+# loaded model.
+bench_inference() {
+	echo "bench: inference API vs direct ONNX Runtime (agent/internal/inferapi)"
+	mkdir -p .bench
+	go test -run '^$' -bench 'InferenceAPI|ModelMemory' -benchtime "${BENCH_INFER_N:-2000}x" ./agent/internal/inferapi/ | tee .bench/inference.txt
+}
+if [ "${BENCH_ONLY:-}" = inference ]; then
+	bench_inference
+	exit 0
 fi
 
 if [ -n "${BENCH_ONLY:-}" ]; then
@@ -47,4 +62,5 @@ fi
 echo
 echo "bench: summary (.bench/tgsp.json):"
 cat .bench/tgsp.json
+bench_inference
 bash hack/bench-fleet.sh # issue-3/4/5 fleet benchmarks (enrollment, agent idle, 1,000 mTLS MQTT devices, attestation, rollout)

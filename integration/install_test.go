@@ -3,13 +3,18 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	tgagent "github.com/tensorguard/tensorguardflow/agent"
 	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime/onnxmodel"
 	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime/onnxruntimetest"
 	"github.com/tensorguard/tensorguardflow/controlplane/client"
@@ -97,13 +102,17 @@ func TestInstallRolloutSWTPM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = fmt.Fprintf(f, "install: {onnxruntime_library: %q, onnxruntime_threads: 1}\n", lib)
+	metrics := freePort(t)
+	_, err = fmt.Fprintf(f, "install: {onnxruntime_library: %q, onnxruntime_threads: 1}\nmetrics: {listen: \"127.0.0.1:%s\"}\n", lib, metrics)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Its temporary and cache folders are ours to watch.
+	tmp, cache := t.TempDir(), t.TempDir()
+	agent.env = append(agent.env, "TMPDIR="+tmp, "XDG_CACHE_HOME="+cache)
 	agent.start()
 	st := agent.waitConnected(0)
 	cp.waitVerdict(fleet.Name, st.DeviceID, 30*time.Second, "verdict trusted", func(v wire.Verdict) bool {
@@ -125,6 +134,14 @@ func TestInstallRolloutSWTPM(t *testing.T) {
 
 	good := onnxmodel.NewMLP(4, 16, 3, 1)
 	v1, plain1 := packMLP(t, dir, signer, cpKey, "1.0.0", good, good)
+	v2, plain2 := packMLP(t, dir, signer, cpKey, "1.1.0", onnxmodel.NewMLP(4, 16, 3, 2), good)
+	// Every file written under the agent's state, temporary and cache
+	// folders from now on is read as it is written.
+	needle := func(plain []byte) []byte { return plain[len(plain)/2 : len(plain)/2+64] }
+	canary := []byte("canary: written and removed at once; the watch must still see it")
+	watch := watchWrites(t, [][]byte{needle(plain1), needle(plain2), canary}, filepath.Dir(agent.state), tmp, cache)
+	writeFile(t, filepath.Join(tmp, "canary"), string(canary))
+	os.Remove(filepath.Join(tmp, "canary"))
 	var p1 client.Package
 	cp.tgctlJSON(&p1, "package", "push", v1)
 	var r client.Rollout
@@ -138,9 +155,62 @@ func TestInstallRolloutSWTPM(t *testing.T) {
 		t.Errorf("the installed package is not kept encrypted in the slot: %v", err)
 	}
 
+	// Applications on the device infer through the local API (KServe v2
+	// on the Unix socket) and get the model's answer.
+	api := unixHTTP(filepath.Join(filepath.Dir(agent.state), "inference.sock"))
+	x := []float32{0.25, -0.5, 1, 2}
+	want, _ := good.Forward(x)
+	code, out, err := v2Infer(api, "mnist", map[string]any{"inputs": []any{map[string]any{
+		"name": onnxmodel.MLPInput, "shape": []int{1, 4}, "datatype": "FP32", "data": x}}})
+	if err != nil || code != 200 {
+		t.Fatalf("inference: %d %v %v", code, out, err)
+	}
+	if got := fmt.Sprint(out["model_version"]); got != "1.0.0" {
+		t.Errorf("answered by version %s", got)
+	}
+	for _, o := range out["outputs"].([]any) {
+		o := o.(map[string]any)
+		if o["name"] == onnxmodel.MLPClass && o["data"].([]any)[0].(float64) != float64(want.Class[0]) {
+			t.Errorf("class %v, reference %d", o["data"], want.Class[0])
+		}
+	}
+	if code, out, _ := v2Infer(api, "mnist", map[string]any{"inputs": []any{map[string]any{
+		"name": onnxmodel.MLPInput, "shape": []int{1, 3}, "datatype": "FP32", "data": x[:3]}}}); code != 400 {
+		t.Errorf("wrong shape: %d %v", code, out)
+	}
+	// The inferences are in the Prometheus metrics and in the telemetry.
+	resp, err := http.Get("http://127.0.0.1:" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prom, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, line := range []string{
+		`tg_inference_requests_total{backend="onnxruntime",model="mnist",version="1.0.0"} 2`,
+		`tg_inference_errors_total{backend="onnxruntime",model="mnist",version="1.0.0"} 1`,
+		`tg_model_loaded{backend="onnxruntime",model="mnist",version="1.0.0"} 1`,
+	} {
+		if !strings.Contains(string(prom), line) {
+			t.Errorf("metrics lack %s", line)
+		}
+	}
+	op := cp.operatorMQTT("telemetry-watch")
+	if q := op.subscribe(t, "tg/v1/"+st.TenantID+"/devices/"+st.DeviceID+"/telemetry"); q > 1 {
+		t.Fatalf("telemetry subscription refused (%d)", q)
+	}
+	eventually(t, 15*time.Second, "a heartbeat with the model's statistics", func() error {
+		for _, m := range op.messages() {
+			var hb tgagent.Heartbeat
+			if json.Unmarshal(m.Payload(), &hb) == nil && len(hb.Models) == 1 && hb.Models[0].Inferences == 2 &&
+				hb.Models[0].Errors == 1 && hb.Models[0].Loaded && hb.Models[0].Backend == "onnxruntime" {
+				return nil
+			}
+		}
+		return errors.New("none yet")
+	})
+
 	// A model shipped with another model's test vectors fails its
 	// self-test on the device: rolled back, reported failed.
-	v2, plain2 := packMLP(t, dir, signer, cpKey, "1.1.0", onnxmodel.NewMLP(4, 16, 3, 2), good)
 	cp.tgctlJSON(&client.Package{}, "package", "push", v2)
 	cp.tgctlJSON(&r, "rollout", "create", "--package", "mnist@1.1.0", "--fleet", "edge", "--device-timeout", "5m")
 	r, job = rolloutJob(t, cp, r.ID)
@@ -148,10 +218,26 @@ func TestInstallRolloutSWTPM(t *testing.T) {
 		t.Fatalf("bad model's job %+v (rollout %s %s)", job, r.State, r.Detail)
 	}
 
-	// Plaintext never on disk: not in the state file, not among the
-	// packages.
+	// Plaintext never on disk: not written to any file while installing,
+	// loading and rolling back (the watch), and not in any file now.
+	written, hits := watch.stop()
+	canarySeen := false
+	for _, h := range hits {
+		if strings.HasPrefix(h, "plaintext 2 in ") {
+			canarySeen = true
+			continue
+		}
+		t.Error(h)
+	}
+	if !canarySeen {
+		t.Error("the watch missed the canary file: it would miss plaintext too")
+	}
+	t.Logf("files written under the agent's folders during the installs: %d", len(written))
+	if len(written) == 0 {
+		t.Error("the watch saw no file written: it is not watching")
+	}
 	err = filepath.WalkDir(filepath.Dir(agent.state), func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil || !d.Type().IsRegular() { // folders, the inference socket
 			return err
 		}
 		b, err := os.ReadFile(p)

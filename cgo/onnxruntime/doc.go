@@ -23,7 +23,9 @@
 //   - Bad model bytes give an error carrying ONNX Runtime's own message, never
 //     a crash. Inputs are checked (names, element type, rank, fixed
 //     dimensions) before they reach ONNX Runtime; such errors wrap
-//     [ErrInvalidInput].
+//     [ErrInvalidInput]. So does a Run that ONNX Runtime fails because of
+//     the input's values (an index out of range, such as a token id past
+//     the vocabulary or a sequence past the model's context).
 //   - A [Session] is safe for concurrent use: ONNX Runtime allows concurrent
 //     Run calls on one session, and [Session.Close] waits for running calls and
 //     makes later ones fail with [ErrClosed].

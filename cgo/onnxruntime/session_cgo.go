@@ -257,7 +257,11 @@ func (s *Session) Run(inputs map[string]Tensor) (map[string]Tensor, error) {
 	out := make([]ort.Value, len(s.outputs))
 	defer destroyAll(out)
 	if err := s.sess.Run(in, out); err != nil {
-		return nil, fmt.Errorf("onnxruntime: run: %w", ortError(err))
+		err = ortError(err)
+		if rejectsInput(err.Error()) {
+			return nil, fmt.Errorf("%w: the model rejected the values: %w", ErrInvalidInput, err)
+		}
+		return nil, fmt.Errorf("onnxruntime: run: %w", err)
 	}
 	res := make(map[string]Tensor, len(out))
 	for i, v := range out {

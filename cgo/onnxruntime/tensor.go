@@ -97,6 +97,23 @@ func (t Tensor) check(want TensorInfo) error {
 	return nil
 }
 
+// inputRejections are the ONNX Runtime kernel messages that blame the
+// values of an input which passed the checks on names, types and shapes:
+// an index out of range (Gather, an embedding's token id or a position
+// beyond the model's context), or a value a kernel refuses. The binding
+// gives the message without ONNX Runtime's status code, so the message
+// decides.
+var inputRejections = []string{"out of data bounds", "Invalid input", "invalid argument"}
+
+func rejectsInput(msg string) bool {
+	for _, r := range inputRejections {
+		if strings.Contains(msg, r) {
+			return true
+		}
+	}
+	return false
+}
+
 // checkInputs validates a Run's inputs against the model's: every input
 // present, no unknown names, each value well formed.
 func checkInputs(model []TensorInfo, inputs map[string]Tensor) error {

@@ -32,6 +32,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/tensorguard/tensorguardflow/agent/internal/inference"
 	"github.com/tensorguard/tensorguardflow/agent/internal/outbox"
 	"github.com/tensorguard/tensorguardflow/agent/internal/presence"
 	"github.com/tensorguard/tensorguardflow/agent/internal/state"
@@ -543,12 +544,22 @@ func (r *fakeRuntime) openModels() int {
 	return r.open
 }
 
-func (m *linearModel) Run(inputs map[string]Tensor) (map[string]Tensor, error) {
+func (m *linearModel) Backend() string { return "fake" }
+
+func (m *linearModel) Inputs() []inference.TensorInfo {
+	return []inference.TensorInfo{{Name: m.in, DataType: inference.FP32, Shape: []int64{1, 4}}}
+}
+
+func (m *linearModel) Outputs() []inference.TensorInfo {
+	return []inference.TensorInfo{{Name: m.out, DataType: inference.FP32, Shape: []int64{1, 3}}}
+}
+
+func (m *linearModel) Infer(inputs map[string]inference.Tensor) (map[string]inference.Tensor, error) {
 	x, ok := inputs[m.in]
-	if !ok || len(x.Data) != 4 {
+	if !ok || len(x.Float32) != 4 {
 		return nil, fmt.Errorf("want input %s of 4 values", m.in)
 	}
-	return map[string]Tensor{m.out: {Shape: []int64{1, 3}, Data: m.w.apply(x.Data)}}, nil
+	return map[string]inference.Tensor{m.out: {Shape: []int64{1, 3}, Float32: m.w.apply(x.Float32)}}, nil
 }
 
 func (m *linearModel) Close() error {
@@ -871,13 +882,24 @@ func (p *proc) serves(pkg *testPackage) {
 	if slot.PackageID != pkg.ref.ID || slot.Version != pkg.ref.Version || !slot.Committed {
 		p.e.t.Fatalf("serving %s %s (committed %v), want %s", slot.Version, slot.PackageID, slot.Committed, pkg.ref.Version)
 	}
-	out, err := p.in.Infer(map[string]Tensor{"x": {Shape: []int64{1, 4}, Data: probe}})
+	out, err := p.infer(map[string]Tensor{"x": {Shape: []int64{1, 4}, Data: probe}})
 	if err != nil {
 		p.e.t.Fatal(err)
 	}
 	if want := pkg.w.apply(probe); !slices.Equal(out["y"].Data, want) {
 		p.e.t.Fatalf("inference gave %v, want %v (model %s)", out["y"].Data, want, pkg.ref.Version)
 	}
+}
+
+// infer runs the serving model on float inputs.
+func (p *proc) infer(inputs map[string]Tensor) (map[string]Tensor, error) {
+	var out map[string]Tensor
+	err := p.in.WithServing(func(_ Slot, m Model) error {
+		var err error
+		out, err = runFloat(m, inputs)
+		return err
+	})
+	return out, err
 }
 
 // waitActive waits until the serving slot has version.

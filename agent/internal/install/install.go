@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tensorguard/tensorguardflow/agent/internal/inference"
 	"github.com/tensorguard/tensorguardflow/agent/internal/outbox"
 	"github.com/tensorguard/tensorguardflow/agent/internal/presence"
 	"github.com/tensorguard/tensorguardflow/internal/mqttacl"
@@ -26,8 +27,8 @@ var (
 	ErrAlreadyRunning = errors.New("install: already running")
 )
 
-// Runtime loads a model from its files, held in memory only. The ONNX
-// Runtime bridge (cgo/) implements it for runtime "onnxruntime".
+// Runtime loads a model from its files, held in memory only
+// (*inference.Selector: ONNX Runtime or TensorRT).
 type Runtime interface {
 	// Load builds a model from files (path in the package → plaintext),
 	// which hold meta.Model and the spec's extra files. It must not write
@@ -35,22 +36,12 @@ type Runtime interface {
 	Load(files map[string][]byte, meta ModelMeta) (Model, error)
 }
 
-// Model is a loaded model. Run may be called from several goroutines; Close
-// is called once, after the last Run returned.
-type Model interface {
-	Run(inputs map[string]Tensor) (map[string]Tensor, error)
-	Close() error
-}
+// Model is a loaded model (inference.Model). Infer may be called from
+// several goroutines; Close is called once, after the last Infer returned.
+type Model = inference.Model
 
 // ModelMeta tells the runtime what it loads.
-type ModelMeta struct {
-	Name    string // package name
-	Version string // package version
-	Runtime string // tg-model.json runtime, e.g. "onnxruntime"
-	Model   string // key of the model file in the files map
-	Inputs  []string
-	Outputs []string
-}
+type ModelMeta = inference.Meta
 
 // KeyOpener opens a key grant (a tgsp recipient stanza wrapping the
 // package's DEK to this device) with the device's KEM key, which never
@@ -149,7 +140,10 @@ type Config struct {
 	// (<id>.tgsp), encrypted as shipped; created 0700.
 	PackageDir string
 
-	Runtime Runtime   // nil: every install fails with ACTIVATION
+	Runtime Runtime // nil: every install fails with ACTIVATION
+	// OnServe, when set, is told each time a model starts (serving true)
+	// or stops serving; it must not call back into the Installer.
+	OnServe func(slot Slot, m Model, serving bool)
 	Keys    KeyOpener // nil: every install is refused with KEY_GRANT_REFUSED
 	Policy  Policy    // nil: allow
 	// Verdict returns the device's last attestation verdict, or nil.
@@ -283,14 +277,16 @@ func (in *Installer) Active() (Slot, bool) {
 	return in.serving.slot, true
 }
 
-// Infer runs the serving model.
-func (in *Installer) Infer(inputs map[string]Tensor) (map[string]Tensor, error) {
+// WithServing calls fn with the serving model and its slot, or returns
+// ErrNoModel. The model is not replaced (nor closed) while fn runs, so fn
+// should only run inferences.
+func (in *Installer) WithServing(fn func(slot Slot, m Model) error) error {
 	in.serveMu.RLock()
 	defer in.serveMu.RUnlock()
 	if in.serving == nil {
-		return nil, ErrNoModel
+		return ErrNoModel
 	}
-	return in.serving.model.Run(inputs)
+	return fn(in.serving.slot, in.serving.model)
 }
 
 // serve makes lm the serving model and closes the one it replaces.
@@ -299,6 +295,14 @@ func (in *Installer) serve(lm *loadedModel) {
 	old := in.serving
 	in.serving = lm
 	in.serveMu.Unlock()
+	if in.cfg.OnServe != nil {
+		if old != nil {
+			in.cfg.OnServe(old.slot, old.model, false)
+		}
+		if lm != nil {
+			in.cfg.OnServe(lm.slot, lm.model, true)
+		}
+	}
 	if old != nil {
 		if err := old.model.Close(); err != nil {
 			in.log.Warn("close model", "name", old.slot.Name, "version", old.slot.Version, "err", err)

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 
+	"github.com/tensorguard/tensorguardflow/agent/internal/inference"
 	"github.com/tensorguard/tensorguardflow/tgsp"
 )
 
@@ -228,7 +229,7 @@ var errSelfTest = errors.New("self-test failed")
 // runSelfTest feeds every case to m and compares the outputs.
 func runSelfTest(m Model, st *SelfTest) error {
 	for i, c := range st.Cases {
-		got, err := m.Run(c.Inputs)
+		got, err := runFloat(m, c.Inputs)
 		if err != nil {
 			return fmt.Errorf("%w: case %d: run: %v", errSelfTest, i, err)
 		}
@@ -270,4 +271,45 @@ func equalShape(a, b []int64) bool {
 		}
 	}
 	return true
+}
+
+// runFloat runs m on float inputs, as the self-test file writes them:
+// an input the model declares INT64 must hold whole numbers; INT64 outputs
+// come back as float32 (exact up to 2^24, enough for class and token ids).
+func runFloat(m Model, inputs map[string]Tensor) (map[string]Tensor, error) {
+	types := map[string]inference.DataType{}
+	for _, info := range m.Inputs() {
+		types[info.Name] = info.DataType
+	}
+	in := make(map[string]inference.Tensor, len(inputs))
+	for name, t := range inputs {
+		if types[name] != inference.INT64 {
+			in[name] = inference.Tensor{Shape: t.Shape, Float32: t.Data}
+			continue
+		}
+		v := make([]int64, len(t.Data))
+		for i, f := range t.Data {
+			if f != float32(math.Trunc(float64(f))) {
+				return nil, fmt.Errorf("input %q is INT64; value %d (%g) is not a whole number", name, i, f)
+			}
+			v[i] = int64(f)
+		}
+		in[name] = inference.Tensor{Shape: t.Shape, Int64: v}
+	}
+	out, err := m.Infer(in)
+	if err != nil {
+		return nil, err
+	}
+	res := make(map[string]Tensor, len(out))
+	for name, t := range out {
+		data := t.Float32
+		if t.Int64 != nil {
+			data = make([]float32, len(t.Int64))
+			for i, v := range t.Int64 {
+				data[i] = float32(v)
+			}
+		}
+		res[name] = Tensor{Shape: t.Shape, Data: data}
+	}
+	return res, nil
 }

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/tensorguard/tensorguardflow/agent/internal/inference"
 )
 
 const goodSpec = `{"schema":"tg.model.v1","runtime":"onnxruntime","model":"model.onnx","files":["model.onnx.data"],` +
@@ -179,8 +181,17 @@ func TestCompareTensor(t *testing.T) {
 
 type constModel map[string]Tensor
 
-func (m constModel) Run(map[string]Tensor) (map[string]Tensor, error) { return m, nil }
-func (constModel) Close() error                                       { return nil }
+func (m constModel) Infer(map[string]inference.Tensor) (map[string]inference.Tensor, error) {
+	out := map[string]inference.Tensor{}
+	for name, t := range m {
+		out[name] = inference.Tensor{Shape: t.Shape, Float32: t.Data}
+	}
+	return out, nil
+}
+func (constModel) Backend() string                 { return "const" }
+func (constModel) Inputs() []inference.TensorInfo  { return nil }
+func (constModel) Outputs() []inference.TensorInfo { return nil }
+func (constModel) Close() error                    { return nil }
 
 func TestRunSelfTest(t *testing.T) {
 	t.Parallel()

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/tensorguard/tensorguardflow/agent/internal/inference"
 	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime/onnxmodel"
 	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime/onnxruntimetest"
 	"github.com/tensorguard/tensorguardflow/internal/wire"
@@ -26,7 +27,7 @@ func onnxPackage(t *testing.T, e *env, version string, m, expect onnxmodel.MLP) 
 	for i, c := range want.Class {
 		class[i] = float32(c)
 	}
-	spec, _ := json.Marshal(ModelSpec{Schema: ModelSchema, Runtime: RuntimeONNX, Model: "model.onnx",
+	spec, _ := json.Marshal(ModelSpec{Schema: ModelSchema, Runtime: inference.RuntimeONNXRuntime, Model: "model.onnx",
 		Inputs: []string{onnxmodel.MLPInput}, Outputs: []string{onnxmodel.MLPLogits, onnxmodel.MLPProbs, onnxmodel.MLPClass},
 		SelfTest: "selftest.json"})
 	st, _ := json.Marshal(SelfTest{Schema: SelfTestSchema, Tolerance: 1e-5, RTol: 1e-4, Cases: []SelfTestCase{{
@@ -47,7 +48,7 @@ func onnxPackage(t *testing.T, e *env, version string, m, expect onnxmodel.MLP) 
 func TestInstallWithONNXRuntime(t *testing.T) {
 	onnxruntimetest.Init(t)
 	e := newEnv(t)
-	e.runtime = &ONNXRuntime{}
+	e.runtime = &inference.ONNXRuntime{}
 	good := onnxmodel.NewMLP(4, 16, 3, 1)
 	v1 := onnxPackage(t, e, "1.0.0", good, good)
 	if rec := e.install("job-1", v1); rec.State != wire.JobCommitted {
@@ -58,7 +59,7 @@ func TestInstallWithONNXRuntime(t *testing.T) {
 	defer p.stop()
 	p.waitActive("1.0.0")
 	x := []float32{1, 2, 3, 4}
-	out, err := p.in.Infer(map[string]Tensor{onnxmodel.MLPInput: {Shape: []int64{1, 4}, Data: x}})
+	out, err := p.infer(map[string]Tensor{onnxmodel.MLPInput: {Shape: []int64{1, 4}, Data: x}})
 	if err != nil {
 		t.Fatal(err)
 	}
