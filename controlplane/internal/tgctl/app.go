@@ -195,6 +195,7 @@ func addCommands(root *cobra.Command, a *App) {
 		a.auditCmd(),
 		a.mqttCmd(),
 		a.versionCmd(),
+		a.dpCmd(),
 	)
 }
 
