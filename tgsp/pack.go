@@ -33,12 +33,12 @@ type PackOptions struct {
 	Recipients []*RecipientPublicKey
 }
 
-// scanDir lists the regular files and directories under root. Symlinks,
+// scanDir lists the regular files and directories of fsys. Symlinks,
 // devices, sockets and pipes are refused, as are names that ValidPath
 // rejects.
-func scanDir(root *os.Root) ([]Entry, error) {
+func scanDir(fsys fs.FS) ([]Entry, error) {
 	var out []Entry
-	err := fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -124,7 +124,18 @@ func Pack(w io.Writer, dir string, opts PackOptions) (*Manifest, error) {
 		return nil, fmt.Errorf("open input: %w", err)
 	}
 	defer root.Close()
-	entries, err := scanDir(root)
+	return PackFS(w, root.FS(), opts)
+}
+
+// PackFS is Pack over a file system instead of a directory: a caller that
+// holds a model in memory (the trainer's export) packs it without writing
+// its plaintext anywhere. fsys is read twice (listed, then each file
+// streamed); a file whose size changes in between is an error.
+func PackFS(w io.Writer, fsys fs.FS, opts PackOptions) (*Manifest, error) {
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	entries, err := scanDir(fsys)
 	if err != nil {
 		return nil, fmt.Errorf("scan input: %w", err)
 	}
@@ -169,7 +180,7 @@ func Pack(w io.Writer, dir string, opts PackOptions) (*Manifest, error) {
 		if e.Type != TypeFile {
 			continue
 		}
-		if err := enc.sealFile(bw, root, dek, i, e); err != nil {
+		if err := enc.sealFile(bw, fsys, dek, i, e); err != nil {
 			return nil, fmt.Errorf("pack %s: %w", e.Path, err)
 		}
 	}
@@ -240,8 +251,8 @@ func newChunkSealer() *chunkSealer {
 
 // sealFile encrypts entry i (already stat'ed) and fills its digest and shard
 // hashes. A file whose size changes while it is read is an error.
-func (s *chunkSealer) sealFile(w io.Writer, root *os.Root, dek *DEK, i int, e *Entry) error {
-	f, err := root.Open(e.Path)
+func (s *chunkSealer) sealFile(w io.Writer, fsys fs.FS, dek *DEK, i int, e *Entry) error {
+	f, err := fsys.Open(e.Path)
 	if err != nil {
 		return err
 	}

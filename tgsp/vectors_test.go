@@ -175,7 +175,7 @@ func vecCompute(t *testing.T) vecVectors {
 	defer root.Close()
 	var stored bytes.Buffer
 	e := Entry{Path: "f", Type: TypeFile, Size: int64(len(pt))}
-	if err := newChunkSealer().sealFile(&stored, root, dek, 0, &e); err != nil {
+	if err := newChunkSealer().sealFile(&stored, root.FS(), dek, 0, &e); err != nil {
 		t.Fatal(err)
 	}
 	key0 := must(hkdf.Key(sha256.New, rawDEK, []byte("tgsp/v1"), "tgsp/v1 payload key 0", 32))

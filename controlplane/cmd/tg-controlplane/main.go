@@ -22,8 +22,11 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tensorguard/tensorguardflow/controlplane"
+	"github.com/tensorguard/tensorguardflow/trainer"
+	"github.com/tensorguard/tensorguardflow/trainer/models"
 )
 
 // version is set by the build (-ldflags "-X main.version=…").
@@ -147,13 +150,26 @@ func newRoot(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cp, err := controlplane.New(cfg)
+			// The trainer (TG-Tinker, /v1/…) shares the listener, the API
+			// keys, the database and the tenants' keys of the control plane.
+			var th lateHandler
+			cp, err := controlplane.New(cfg, controlplane.WithHandler(&th))
 			if err != nil {
 				return err
 			}
+			db, backend := cp.TrainerDB()
+			tr, err := trainer.New(cmd.Context(), trainer.Config{DB: db, Backend: backend, Host: trainerHost{cp},
+				Models: models.Default(), Logger: controlplane.NewLogger(cfg.Log, os.Stderr).With("subsystem", "trainer")})
+			if err != nil {
+				return err
+			}
+			th.set(tr.Handler())
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return cp.Run(ctx)
+			g, gctx := errgroup.WithContext(ctx)
+			g.Go(func() error { return cp.Run(gctx) })
+			g.Go(func() error { return tr.Run(gctx) })
+			return g.Wait()
 		},
 	}
 	addCommon(serveCmd)

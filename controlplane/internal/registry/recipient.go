@@ -5,14 +5,109 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
 	"github.com/tensorguard/tensorguardflow/tgsp"
 )
 
-// recipientAAD binds a sealed recipient key to its table and tenant, so a
-// sealed key copied to another row or tenant does not open.
-func recipientAAD(tenant string) []byte { return []byte("recipient_keys/" + tenant + "/private_key") }
+// sealedKeys holds one kind of per-tenant private key the control plane
+// keeps: stored sealed under the tenant's data key (bound to its table and
+// tenant, so a sealed key copied to another row or tenant does not open),
+// generated on first use, unsealed once and then kept in memory. A replica
+// that loses the race to store its own key uses the winner's.
+type sealedKeys[K any] struct {
+	what   string // "recipient key", in errors and logs
+	table  string // binds the seal
+	get    func(ctx context.Context, tenant string) (store.TenantKey, error)
+	ensure func(ctx context.Context, tenant string, k store.TenantKey) (store.TenantKey, bool, error)
+	// generate makes a key: the private key PEM, its key id and public key
+	// body.
+	generate func() (pem []byte, keyID string, public []byte, err error)
+	// parse reads a private key PEM and returns its key id and public body.
+	parse func(pem []byte) (k K, keyID string, public []byte, err error)
+
+	mu    sync.Mutex
+	cache map[string]K
+}
+
+func (s *sealedKeys[K]) aad(tenant string) []byte {
+	return []byte(s.table + "/" + tenant + "/private_key")
+}
+
+// key returns tenant's key, creating it on first use.
+func (s *sealedKeys[K]) key(ctx context.Context, r *Registry, tenant string) (K, error) {
+	var zero K
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k, ok := s.cache[tenant]; ok {
+		return k, nil
+	}
+	row, err := s.get(ctx, tenant)
+	if errors.Is(err, store.ErrNotFound) {
+		row, err = s.create(ctx, r, tenant)
+	}
+	if err != nil {
+		return zero, err
+	}
+	pem, err := r.keys.Open(ctx, tenant, row.WrappedKey, s.aad(tenant))
+	if err != nil {
+		return zero, fmt.Errorf("unseal the %s of tenant %s: %w", s.what, tenant, err)
+	}
+	k, id, pub, err := s.parse(pem)
+	clear(pem)
+	if err != nil {
+		return zero, fmt.Errorf("%s of tenant %s: %w", s.what, tenant, err)
+	}
+	if id != row.KeyID || !bytes.Equal(pub, row.PublicKey) {
+		return zero, fmt.Errorf("%s of tenant %s: the sealed key does not match its public key", s.what, tenant)
+	}
+	if s.cache == nil {
+		s.cache = map[string]K{}
+	}
+	s.cache[tenant] = k
+	return k, nil
+}
+
+func (s *sealedKeys[K]) create(ctx context.Context, r *Registry, tenant string) (store.TenantKey, error) {
+	pem, id, pub, err := s.generate()
+	if err != nil {
+		return store.TenantKey{}, err
+	}
+	sealed, err := r.keys.Seal(ctx, tenant, pem, s.aad(tenant))
+	clear(pem)
+	if err != nil {
+		return store.TenantKey{}, fmt.Errorf("seal the %s of tenant %s: %w", s.what, tenant, err)
+	}
+	row, created, err := s.ensure(ctx, tenant, store.TenantKey{KeyID: id, PublicKey: pub, WrappedKey: sealed})
+	if err != nil {
+		return store.TenantKey{}, err
+	}
+	if created {
+		r.log.Info("created the control plane's "+s.what, "tenant", tenant, "key_id", row.KeyID)
+	}
+	return row, nil
+}
+
+func newRecipientKeys(st *store.Store) *sealedKeys[*tgsp.RecipientPrivateKey] {
+	return &sealedKeys[*tgsp.RecipientPrivateKey]{
+		what: "package recipient key", table: "recipient_keys", get: st.GetRecipientKey, ensure: st.EnsureRecipientKey,
+		generate: func() ([]byte, string, []byte, error) {
+			k, err := tgsp.GenerateRecipient(nil)
+			if err != nil {
+				return nil, "", nil, err
+			}
+			return k.MarshalPEM(), k.Public().KeyID(), k.Public().Bytes(), nil
+		},
+		parse: func(pem []byte) (*tgsp.RecipientPrivateKey, string, []byte, error) {
+			k, err := tgsp.ParseRecipientPrivateKey(pem)
+			if err != nil {
+				return nil, "", nil, err
+			}
+			return k, k.Public().KeyID(), k.Public().Bytes(), nil
+		},
+	}
+}
 
 // RecipientPublicKey returns the control plane's TGSP recipient key of
 // tenant, creating it on first use: publishers pack to it (`tgsp pack
@@ -26,58 +121,7 @@ func (r *Registry) RecipientPublicKey(ctx context.Context, tenant string) (*tgsp
 	return k.Public(), nil
 }
 
-// recipientKey returns tenant's recipient private key, unsealed once and
-// kept in memory; on first use it generates one, seals it under the
-// tenant's data key and stores it (a replica that lost the race to store
-// its own uses the winner's).
+// recipientKey returns tenant's recipient private key.
 func (r *Registry) recipientKey(ctx context.Context, tenant string) (*tgsp.RecipientPrivateKey, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if k := r.recipients[tenant]; k != nil {
-		return k, nil
-	}
-	row, err := r.st.GetRecipientKey(ctx, tenant)
-	if errors.Is(err, store.ErrNotFound) {
-		row, err = r.createRecipientKey(ctx, tenant)
-	}
-	if err != nil {
-		return nil, err
-	}
-	pem, err := r.keys.Open(ctx, tenant, row.WrappedKey, recipientAAD(tenant))
-	if err != nil {
-		return nil, fmt.Errorf("unseal the recipient key of tenant %s: %w", tenant, err)
-	}
-	k, err := tgsp.ParseRecipientPrivateKey(pem)
-	clear(pem)
-	if err != nil {
-		return nil, fmt.Errorf("recipient key of tenant %s: %w", tenant, err)
-	}
-	if k.Public().KeyID() != row.KeyID || !bytes.Equal(k.Public().Bytes(), row.PublicKey) {
-		return nil, fmt.Errorf("recipient key of tenant %s: the sealed key does not match its public key", tenant)
-	}
-	r.recipients[tenant] = k
-	return k, nil
-}
-
-func (r *Registry) createRecipientKey(ctx context.Context, tenant string) (store.RecipientKey, error) {
-	k, err := tgsp.GenerateRecipient(nil)
-	if err != nil {
-		return store.RecipientKey{}, err
-	}
-	pem := k.MarshalPEM()
-	sealed, err := r.keys.Seal(ctx, tenant, pem, recipientAAD(tenant))
-	clear(pem)
-	if err != nil {
-		return store.RecipientKey{}, fmt.Errorf("seal the recipient key of tenant %s: %w", tenant, err)
-	}
-	row, created, err := r.st.EnsureRecipientKey(ctx, tenant, store.RecipientKey{
-		KeyID: k.Public().KeyID(), PublicKey: k.Public().Bytes(), WrappedKey: sealed,
-	})
-	if err != nil {
-		return store.RecipientKey{}, err
-	}
-	if created {
-		r.log.Info("created the control plane's package recipient key", "tenant", tenant, "key_id", row.KeyID)
-	}
-	return row, nil
+	return r.recipients.key(ctx, r, tenant)
 }

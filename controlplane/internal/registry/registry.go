@@ -121,8 +121,8 @@ type Registry struct {
 	now        func() time.Time
 	log        *slog.Logger
 
-	mu         sync.Mutex
-	recipients map[string]*tgsp.RecipientPrivateKey // unsealed on first use
+	recipients  *sealedKeys[*tgsp.RecipientPrivateKey]
+	trainerKeys *sealedKeys[*tgsp.SignerPrivateKey]
 
 	commitMu sync.Mutex // held while a blob and its record are stored or deleted
 }
@@ -154,7 +154,8 @@ func New(opts Options) (*Registry, error) {
 	r := &Registry{
 		st: opts.Store, keys: opts.Keys, blobs: opts.Blobs, staging: opts.StagingDir, max: opts.MaxPackageSize,
 		workers: opts.VerifyWorkers, authorizer: opts.Authorizer, interval: opts.AttestationInterval,
-		inUse: opts.InUse, now: opts.Now, log: opts.Logger, recipients: map[string]*tgsp.RecipientPrivateKey{},
+		inUse: opts.InUse, now: opts.Now, log: opts.Logger,
+		recipients: newRecipientKeys(opts.Store), trainerKeys: newTrainerKeys(opts.Store),
 	}
 	r.sweepStaging()
 	return r, nil

@@ -211,16 +211,17 @@ func TestRecipientKeyCustody(t *testing.T) {
 	}
 	// The private key is sealed: opening it takes the tenant's data key
 	// and this tenant's binding.
-	e.reg.mu.Lock()
-	priv := e.reg.recipients["acme"]
-	e.reg.mu.Unlock()
+	priv, err := e.reg.recipientKey(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if bytes.Contains(row.WrappedKey, priv.MarshalPEM()) || bytes.Contains(row.WrappedKey, []byte("PRIVATE KEY")) {
 		t.Fatal("the stored recipient key is not sealed")
 	}
-	if _, err := e.keys.Open(ctx, "beta", row.WrappedKey, recipientAAD("acme")); err == nil {
+	if _, err := e.keys.Open(ctx, "beta", row.WrappedKey, e.reg.recipients.aad("acme")); err == nil {
 		t.Fatal("acme's sealed key opens as beta's")
 	}
-	if _, err := e.keys.Open(ctx, "acme", row.WrappedKey, recipientAAD("beta")); err == nil {
+	if _, err := e.keys.Open(ctx, "acme", row.WrappedKey, e.reg.recipients.aad("beta")); err == nil {
 		t.Fatal("acme's sealed key opens under beta's binding")
 	}
 	// Another replica (a new registry over the same store) unseals the
@@ -240,7 +241,7 @@ func TestRecipientKeyCustody(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.keys.Open(ctx, "acme", betaRow.WrappedKey, recipientAAD("acme")); err == nil {
+	if _, err := e.keys.Open(ctx, "acme", betaRow.WrappedKey, e.reg.recipients.aad("acme")); err == nil {
 		t.Fatal("beta's sealed key opens as acme's")
 	}
 }

@@ -245,6 +245,12 @@ func (s *Store) Close() error {
 	return err
 }
 
+// SQLDB returns the database handle writes go through and the backend's
+// name ("sqlite" or "postgres"), for a component that keeps its own tables
+// in the same database (the trainer's job queue). On SQLite it is the one
+// writer connection, so the component's writes queue with the store's.
+func (s *Store) SQLDB() (*sql.DB, string) { return s.writeDB, s.dialect.String() }
+
 // Backend returns "sqlite" or "postgres".
 func (s *Store) Backend() string { return s.dialect.String() }
 

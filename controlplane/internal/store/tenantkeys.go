@@ -70,3 +70,22 @@ func (o *ops) getTenantKey(ctx context.Context, table, what, tenant string) (Ten
 	}
 	return k, nil
 }
+
+// TrainerSigningKey is the key the trainer signs a tenant's exported
+// packages with (tgsp signer key; id is tgsp's signer key id).
+type TrainerSigningKey = TenantKey
+
+// EnsureTrainerSigningKey stores k as tenant's trainer signing key unless
+// the tenant already has one, and returns the one it has afterwards.
+func (o *ops) EnsureTrainerSigningKey(ctx context.Context, tenant string, k TrainerSigningKey) (TrainerSigningKey, bool, error) {
+	if !ValidKeyID(k.KeyID) {
+		return TrainerSigningKey{}, false, fmt.Errorf("%w: trainer signing key id %q is not 32 lowercase hex digits", ErrInvalid, k.KeyID)
+	}
+	return o.ensureTenantKey(ctx, "trainer_signing_keys", "trainer signing key", tenant, k)
+}
+
+// GetTrainerSigningKey returns tenant's trainer signing key; ErrNotFound
+// until EnsureTrainerSigningKey stored one.
+func (o *ops) GetTrainerSigningKey(ctx context.Context, tenant string) (TrainerSigningKey, error) {
+	return o.getTenantKey(ctx, "trainer_signing_keys", "trainer signing key", tenant)
+}
