@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"unsafe"
 )
 
 // The tensor data decoders read a JSON array of numbers, flat or nested
@@ -14,7 +15,7 @@ import (
 func decodeFloat32(raw []byte, n int64) ([]float32, error) {
 	out := make([]float32, 0, n)
 	err := scanNumbers(raw, n, func(tok []byte) error {
-		v, err := strconv.ParseFloat(string(tok), 32)
+		v, err := strconv.ParseFloat(view(tok), 32)
 		if err != nil || math.IsInf(v, 0) {
 			return fmt.Errorf("%q is not an FP32 value", tok)
 		}
@@ -27,7 +28,7 @@ func decodeFloat32(raw []byte, n int64) ([]float32, error) {
 func decodeInt64(raw []byte, n int64) ([]int64, error) {
 	out := make([]int64, 0, n)
 	err := scanNumbers(raw, n, func(tok []byte) error {
-		v, err := strconv.ParseInt(string(tok), 10, 64)
+		v, err := strconv.ParseInt(view(tok), 10, 64)
 		if err != nil {
 			return fmt.Errorf("%q is not an INT64 value", tok)
 		}
@@ -36,6 +37,10 @@ func decodeInt64(raw []byte, n int64) ([]int64, error) {
 	})
 	return out, err
 }
+
+// view is tok as a string without a copy: the body it points into is never
+// modified, and outlives every error that quotes it.
+func view(tok []byte) string { return unsafe.String(unsafe.SliceData(tok), len(tok)) }
 
 // scanNumbers calls fn for each number token of the array in raw, and
 // checks the brackets balance and the count is n.

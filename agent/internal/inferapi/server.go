@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -196,20 +197,19 @@ type inputTensor struct {
 
 func (s *server) infer(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
-	var req inferRequest
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeError(w, http.StatusRequestEntityTooLarge, "request body exceeds %d bytes", s.cfg.MaxBodyBytes)
 			return
 		}
-		writeError(w, http.StatusBadRequest, "malformed inference request: %v", err)
+		writeError(w, http.StatusBadRequest, "read the request: %v", err)
 		return
 	}
-	if dec.More() {
-		writeError(w, http.StatusBadRequest, "malformed inference request: data after the JSON object")
+	req, err := parseRequest(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "malformed inference request: %v", err)
 		return
 	}
 	if binaryRequested(req.Parameters) {
