@@ -30,7 +30,10 @@ fi
 bench_inference() {
 	echo "bench: inference API vs direct ONNX Runtime (agent/internal/inferapi)"
 	mkdir -p .bench
-	go test -run '^$' -bench 'InferenceAPI|ModelMemory' -benchtime "${BENCH_INFER_N:-2000}x" ./agent/internal/inferapi/ | tee .bench/inference.txt
+	{
+		go test -run '^$' -bench 'InferenceAPI|HandlerOverhead' -benchtime "${BENCH_INFER_N:-2000}x" ./agent/internal/inferapi/
+		go test -run '^$' -bench 'ModelMemory' -benchtime 1x ./agent/internal/inferapi/
+	} | tee .bench/inference.txt
 }
 if [ "${BENCH_ONLY:-}" = inference ]; then
 	bench_inference

@@ -140,6 +140,46 @@ func TestTrainExportRolloutInfer(t *testing.T) {
 	if best != 'e' {
 		t.Errorf("after \"th\" the deployed model predicts %q, want 'e'", rune(best))
 	}
+
+	// The transformer: LoRA on tg-lm-base under DP, sampled, exported and
+	// rolled out the same way; the device serves its logits.
+	lmc, err := s.CreateTrainingClient(ctx, tinker.TrainingClientConfig{BaseModel: "tg-lm-base",
+		LoRA: tinker.LoRAConfig{Rank: 4},
+		DP:   tinker.DPConfig{Enabled: true, NoiseMultiplier: 1.0, MaxGradNorm: 1, SampleRate: 0.5, TargetEpsilon: 8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		result(lmc.ForwardBackward(ctx, textDatums(pool[:8]...), "cross_entropy"))(t)
+		result(lmc.OptimStep(ctx, tinker.AdamParams{}))(t)
+	}
+	seed := uint64(1)
+	smp := result(lmc.Sample(ctx, tinker.TextInput("the "), 1, tinker.SamplingParams{MaxTokens: 8, Temperature: 0.7, Seed: &seed}))(t)
+	if len(smp.Sequences) != 1 || len(smp.Sequences[0].Tokens) == 0 {
+		t.Fatalf("sample %+v", smp)
+	}
+	lmExp := result(lmc.Export(ctx, "edge-tx", "1.0.0"))(t)
+	lmPkg, err := s.DownloadPackage(ctx, lmExp.ArtifactID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lmFile := filepath.Join(t.TempDir(), "edge-tx.tgsp")
+	if err := os.WriteFile(lmFile, lmPkg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cp.tgctlJSON(&p, "package", "push", lmFile)
+	cp.tgctlJSON(&r, "rollout", "create", "--package", "edge-tx@1.0.0", "--fleet", "edge", "--device-timeout", "5m")
+	if r, job = rolloutJob(t, cp, r.ID); job.State != "succeeded" {
+		t.Fatalf("install of the transformer %+v (rollout %s %s)", job, r.State, r.Detail)
+	}
+	code, out, err = v2Infer(api, "edge-tx", map[string]any{"inputs": []any{map[string]any{
+		"name": "input_ids", "shape": []int{1, 3}, "datatype": "INT64", "data": []int{'t', 'h', 'e'}}}})
+	if err != nil || code != 200 {
+		t.Fatalf("transformer inference: %d %v %v", code, out, err)
+	}
+	if shape := fmt.Sprint(out["outputs"].([]any)[0].(map[string]any)["shape"]); shape != "[1 3 256]" {
+		t.Fatalf("logits shape %s", shape)
+	}
 	agent.proc.stop(t, 10*time.Second)
 	cp.shutdown()
 }

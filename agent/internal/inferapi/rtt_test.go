@@ -1,0 +1,42 @@
+package inferapi_test
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tensorguard/tensorguardflow/agent/internal/inferapi"
+	"github.com/tensorguard/tensorguardflow/agent/internal/inference"
+	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime/onnxmodel"
+)
+
+// BenchmarkRoundTripNop is one request over the Unix socket (HTTP, the
+// 784-value JSON input, the handler) to a model that does nothing: the
+// API's whole fixed cost, which BenchmarkInferenceAPI adds to a model's.
+func BenchmarkRoundTripNop(b *testing.B) {
+	dir, _ := os.MkdirTemp("", "tgrtt")
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "s")
+	l, err := inferapi.ListenUnix(sock, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := inferapi.NewHandler(inferapi.Config{Source: &source{m: &inferapi.Served{Name: "m", Version: "1", Model: nopModel{}}}, Stats: inference.NewStats()})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go inferapi.Serve(ctx, h, time.Second, l)
+	c := unixClient(sock)
+	body := requestBody(onnxmodel.RandomInputs(784, 1))
+	for b.Loop() {
+		resp, err := c.Post("http://a/v2/models/m/infer", "application/json", strings.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}

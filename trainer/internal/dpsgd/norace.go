@@ -1,0 +1,5 @@
+//go:build !race
+
+package dpsgd
+
+const raceDetector = false
