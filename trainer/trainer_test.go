@@ -24,6 +24,7 @@ import (
 	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime/onnxruntimetest"
 	"github.com/tensorguard/tensorguardflow/internal/audit"
 	"github.com/tensorguard/tensorguardflow/internal/dpaccount"
+	"github.com/tensorguard/tensorguardflow/internal/kek"
 	"github.com/tensorguard/tensorguardflow/internal/testpg"
 	"github.com/tensorguard/tensorguardflow/tgsp"
 	"github.com/tensorguard/tensorguardflow/trainer"
@@ -590,5 +591,54 @@ func TestRestartLosesNothing(t *testing.T) {
 	}
 	if errors.Is(err, context.Canceled) {
 		t.Fatal(err)
+	}
+}
+
+// TestKeyRotation: after the tenant's data key is rotated, what was sealed
+// before (a checkpoint, results) still opens, and new results are sealed
+// under the new key version.
+func TestKeyRotation(t *testing.T) {
+	db := sqliteDB(t)
+	e := newEnv(t, db, "sqlite", 1)
+	ctx := context.Background()
+	s := e.sdk("key-a")
+	tc, err := s.CreateTrainingClient(ctx, client.TrainingClientConfig{BaseModel: "bigram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, err := tc.ForwardBackward(ctx, datums("rotate me"), "")
+	must(t, fb, err)
+	sv, err := tc.SaveState(ctx, "before")
+	saved := must(t, sv, err)
+	if err := e.host.Rotate(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	// Old result and checkpoint open; the load seals its new state and
+	// result under version 2.
+	if _, err := fb.Result(ctx); err != nil {
+		t.Fatalf("result sealed before the rotation: %v", err)
+	}
+	ld, err := tc.LoadState(ctx, saved.Path)
+	must(t, ld, err)
+	versions := func(id string) (uint32, uint32) {
+		var res, state []byte
+		if err := db.QueryRow(`SELECT f.result, c.state FROM trainer_futures f JOIN trainer_clients c ON c.id = f.client_id WHERE f.id = ?`, id).Scan(&res, &state); err != nil {
+			t.Fatal(err)
+		}
+		rv, err := kek.EnvelopeKeyVersion(res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sv, err := kek.EnvelopeKeyVersion(state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rv, sv
+	}
+	if r, _ := versions(fb.ID); r != 1 {
+		t.Fatalf("result before the rotation sealed under version %d", r)
+	}
+	if r, st := versions(ld.ID); r != 2 || st != 2 {
+		t.Fatalf("after the rotation: result v%d, state v%d, want v2", r, st)
 	}
 }

@@ -46,7 +46,9 @@ func NewHost() *Host {
 	d := &memDEKs{wrapped: map[string][][]byte{}}
 	h := &Host{keys: map[string]trainer.Principal{}, dek: d, chains: map[string][]audit.Entry{},
 		signers: map[string]*tgsp.SignerPrivateKey{}, recips: map[string]*tgsp.RecipientPrivateKey{}}
-	h.ring = kek.NewKeyring(p, d, kek.KeyringOptions{})
+	// A rotation applies to the next seal at once (the control plane's
+	// keyring re-reads the current version every minute).
+	h.ring = kek.NewKeyring(p, d, kek.KeyringOptions{CurrentTTL: time.Nanosecond})
 	d.ring = h.ring
 	return h
 }
