@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tensorguard/tensorguardflow/controlplane"
+	"github.com/tensorguard/tensorguardflow/internal/kek"
 	"github.com/tensorguard/tensorguardflow/trainer"
 	"github.com/tensorguard/tensorguardflow/trainer/models"
 )
@@ -209,6 +210,41 @@ func newRoot(stdout io.Writer) *cobra.Command {
 	mosqCmd.Flags().StringVar(&outDir, "out", "", "directory for mosquitto.conf, ca.pem, crl.pem, server.crt, server.key, acl, controlplane.crt/key")
 	mosqCmd.Flags().StringVarP(&output, "output", "o", "", "output format: text (the snippet) or json")
 
+	var newKEKFile, newKEKEnv string
+	rotateCmd := &cobra.Command{
+		Use:   "rotate-kek (--new-kek-file F | --new-kek-env NAME)",
+		Short: "Rewrap every tenant's data key and the platform CA key under a new KEK (stop the control plane first)",
+		Long: `Rewraps everything the KEK protects under a new one: every tenant's data key (one
+transaction) and the platform CA key. What the data keys seal (CA keys, package keys,
+trainer artifacts) does not change and stays readable. Stop the control plane, run this,
+point kek.file (or TG_KEY_MASTER) at the new key, and start it again. Running it again
+after an interruption finishes the job.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (newKEKFile == "") == (newKEKEnv == "") {
+				return usageError{errors.New("rotate-kek: give exactly one of --new-kek-file and --new-kek-env")}
+			}
+			cfg, err := c.load(nil)
+			if err != nil {
+				return err
+			}
+			r, err := controlplane.RotateKEK(cmd.Context(), cfg, kek.Config{File: newKEKFile, Env: newKEKEnv})
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return json.NewEncoder(stdout).Encode(r)
+			}
+			fmt.Fprintf(stdout, "rewrapped %d tenant data key(s) (%d already under the new KEK); platform CA key %s\n", r.Tenants, r.Already, r.PlatformKey)
+			fmt.Fprintln(stdout, "Now point kek (or TG_KEY_MASTER) at the new key and start the control plane.")
+			return nil
+		},
+	}
+	addCommon(rotateCmd)
+	rotateCmd.Flags().StringVar(&newKEKFile, "new-kek-file", "", "key file of the new KEK (hex or base64, mode 0600/0400)")
+	rotateCmd.Flags().StringVar(&newKEKEnv, "new-kek-env", "", "environment variable holding the new KEK")
+	rotateCmd.Flags().StringVarP(&output, "output", "o", "", "output format: text or json")
+
 	versionCmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
@@ -227,7 +263,7 @@ func newRoot(stdout io.Writer) *cobra.Command {
 	}
 	versionCmd.Flags().StringVarP(&output, "output", "o", "", "output format: text or json")
 
-	root.AddCommand(initCmd, serveCmd, mosqCmd, versionCmd)
+	root.AddCommand(initCmd, serveCmd, mosqCmd, rotateCmd, versionCmd)
 	return root
 }
 
