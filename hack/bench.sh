@@ -15,6 +15,7 @@
 #                        phase of hack/bench-fleet.sh (which lists its knobs)
 #   BENCH_ONLY=inference only the inference API benchmark (BENCH_INFER_N
 #                        interleaved requests, default 2000)
+#   BENCH_ONLY=dp        only the accountants and the DP-SGD MNIST benchmark
 #
 # Outputs: a table on stdout and a one-line JSON summary in .bench/tgsp.json.
 set -euo pipefail
@@ -35,10 +36,25 @@ bench_inference() {
 		go test -run '^$' -bench 'ModelMemory' -benchtime 1x ./agent/internal/inferapi/
 	} | tee .bench/inference.txt
 }
-if [ "${BENCH_ONLY:-}" = inference ]; then
+# Issue 7: the accountants' time on the issue's case, then DP-SGD on MNIST
+# (step time DP vs non-DP, test accuracy per ε; hack/bench-dp.sh lists its
+# knobs and costs).
+bench_dp() {
+	echo "bench: accountants (internal/dpaccount)"
+	go test -run '^$' -bench 'RDP|PRV|Moments' -cpu 1 ./internal/dpaccount/ | tee .bench/accountants.txt
+	bash hack/bench-dp.sh
+}
+case "${BENCH_ONLY:-}" in
+inference)
 	bench_inference
 	exit 0
-fi
+	;;
+dp)
+	mkdir -p .bench
+	bench_dp
+	exit 0
+	;;
+esac
 
 if [ -n "${BENCH_ONLY:-}" ]; then
 	echo "bench: BENCH_ONLY=$BENCH_ONLY: skipping the tgsp benchmark"
@@ -66,4 +82,5 @@ echo
 echo "bench: summary (.bench/tgsp.json):"
 cat .bench/tgsp.json
 bench_inference
+bench_dp
 bash hack/bench-fleet.sh # issue-3/4/5 fleet benchmarks (enrollment, agent idle, 1,000 mTLS MQTT devices, attestation, rollout)

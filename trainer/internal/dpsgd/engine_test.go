@@ -616,3 +616,40 @@ func TestClosedEngineFails(t *testing.T) {
 		t.Errorf("Evaluate after Close: %v, want ErrClosed", err)
 	}
 }
+
+// A logical batch sent in several ForwardBackward calls accumulates to the
+// same clipped sum as one call, and OptimStep adds the noise once.
+func TestForwardBackwardAccumulatesAcrossCalls(t *testing.T) {
+	m := tinyCNN{}
+	ds := newMemDataset(m, 12, 9)
+	cfg := testConfig(ds.Len())
+	cfg.MaxGradNorm = 0.05 // clip most examples
+	one := newTestEngine(t, cfg, m)
+	parts := newTestEngine(t, cfg, m)
+	all, _ := ds.Batch(firstN(12))
+	if _, err := one.ForwardBackward(all); err != nil {
+		t.Fatal(err)
+	}
+	for _, idx := range [][]int{{0, 1, 2, 3, 4}, {5, 6, 7}, {8, 9, 10, 11}} {
+		b, _ := ds.Batch(idx)
+		if _, err := parts.ForwardBackward(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if parts.accCount != 12 {
+		t.Errorf("accumulated %d examples, want 12", parts.accCount)
+	}
+	for i := range one.accGrad {
+		for j := range one.accGrad[i] {
+			if !closeTo(one.accGrad[i][j], parts.accGrad[i][j], 1e-5) {
+				t.Fatalf("%s[%d]: one call %g, three calls %g", one.specs[i].Name, j, one.accGrad[i][j], parts.accGrad[i][j])
+			}
+		}
+	}
+	if err := parts.OptimStep(); err != nil {
+		t.Fatal(err)
+	}
+	if parts.Steps() != 1 || parts.accCount != 0 {
+		t.Errorf("after OptimStep: %d steps, %d pending examples; want 1 and 0", parts.Steps(), parts.accCount)
+	}
+}
