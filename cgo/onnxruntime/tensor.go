@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime/onnxmodel"
+	"github.com/tensorguard/tensorguardflow/cgo/tensor"
 )
 
 // Sentinel errors.
@@ -24,78 +24,22 @@ var (
 )
 
 // DataType is a tensor element type.
-type DataType = onnxmodel.DataType
+type DataType = tensor.DataType
 
 // The element types Run accepts and returns.
 const (
-	Float32 = onnxmodel.Float
-	Int64   = onnxmodel.Int64
+	Float32 = tensor.Float32
+	Int64   = tensor.Int64
 )
 
 // TensorInfo describes a model input or output: its name, element type and
 // shape, where -1 marks a dimension chosen at run time.
-type TensorInfo = onnxmodel.ValueInfo
+type TensorInfo = tensor.Info
 
 // Tensor is a dense row-major tensor: exactly one of Float32 and Int64 holds
-// its data, as many elements as Shape multiplies to.
-type Tensor struct {
-	Shape   []int64
-	Float32 []float32
-	Int64   []int64
-}
-
-// DataType reports which field holds the data (Undefined when none or both
-// do).
-func (t Tensor) DataType() DataType {
-	switch {
-	case t.Float32 != nil && t.Int64 == nil:
-		return Float32
-	case t.Int64 != nil && t.Float32 == nil:
-		return Int64
-	}
-	return onnxmodel.Undefined
-}
-
-func (t Tensor) len() int {
-	if t.Float32 != nil {
-		return len(t.Float32)
-	}
-	return len(t.Int64)
-}
-
-// check validates t as the value of input want.
-func (t Tensor) check(want TensorInfo) error {
-	dt := t.DataType()
-	if dt == onnxmodel.Undefined {
-		return fmt.Errorf("%w: input %q: set exactly one of Float32 and Int64", ErrInvalidInput, want.Name)
-	}
-	if want.Type != dt {
-		return fmt.Errorf("%w: input %q is %s, got %s", ErrInvalidInput, want.Name, want.Type, dt)
-	}
-	if len(t.Shape) == 0 {
-		return fmt.Errorf("%w: input %q: scalar (rank-0) tensors are not supported", ErrInvalidInput, want.Name)
-	}
-	if want.Shape != nil && len(want.Shape) != len(t.Shape) {
-		return fmt.Errorf("%w: input %q has shape %v, got rank %d shape %v", ErrInvalidInput, want.Name, want.Shape, len(t.Shape), t.Shape)
-	}
-	n := int64(1)
-	for i, d := range t.Shape {
-		if d < 0 {
-			return fmt.Errorf("%w: input %q: negative dimension %d in %v", ErrInvalidInput, want.Name, d, t.Shape)
-		}
-		if want.Shape != nil && want.Shape[i] >= 0 && want.Shape[i] != d {
-			return fmt.Errorf("%w: input %q has shape %v, got %v", ErrInvalidInput, want.Name, want.Shape, t.Shape)
-		}
-		if d != 0 && n > (1<<62)/d {
-			return fmt.Errorf("%w: input %q: shape %v is too large", ErrInvalidInput, want.Name, t.Shape)
-		}
-		n *= d
-	}
-	if int64(t.len()) != n {
-		return fmt.Errorf("%w: input %q: shape %v needs %d values, got %d", ErrInvalidInput, want.Name, t.Shape, n, t.len())
-	}
-	return nil
-}
+// its data, as many elements as Shape multiplies to. It is cgo/tensor's,
+// shared with the TensorRT bridge.
+type Tensor = tensor.Tensor
 
 // inputRejections are the ONNX Runtime kernel messages that blame the
 // values of an input which passed the checks on names, types and shapes:
@@ -114,43 +58,17 @@ func rejectsInput(msg string) bool {
 	return false
 }
 
-// checkInputs validates a Run's inputs against the model's: every input
-// present, no unknown names, each value well formed.
+// checkInputs validates a Run's inputs against the model's (tensor.CheckInputs).
 func checkInputs(model []TensorInfo, inputs map[string]Tensor) error {
-	for _, info := range model {
-		t, ok := inputs[info.Name]
-		if !ok {
-			return fmt.Errorf("%w: missing input %q (the model's inputs: %s)", ErrInvalidInput, info.Name, names(model))
-		}
-		if err := t.check(info); err != nil {
-			return err
+	for name, t := range inputs {
+		if len(t.Shape) == 0 { // the binding's tensors have at least one dimension
+			return fmt.Errorf("%w: input %q: scalar (rank-0) tensors are not supported", ErrInvalidInput, name)
 		}
 	}
-	if len(inputs) != len(model) {
-		for name := range inputs {
-			if !hasName(model, name) {
-				return fmt.Errorf("%w: unknown input %q (the model's inputs: %s)", ErrInvalidInput, name, names(model))
-			}
-		}
+	if err := tensor.CheckInputs(model, inputs); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidInput, err)
 	}
 	return nil
-}
-
-func hasName(infos []TensorInfo, name string) bool {
-	for _, info := range infos {
-		if info.Name == name {
-			return true
-		}
-	}
-	return false
-}
-
-func names(infos []TensorInfo) string {
-	s := make([]string, len(infos))
-	for i, info := range infos {
-		s[i] = fmt.Sprintf("%q", info.Name)
-	}
-	return strings.Join(s, ", ")
 }
 
 // GraphOptimization is ONNX Runtime's graph optimization level.

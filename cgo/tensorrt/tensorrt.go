@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime/onnxmodel"
+	"github.com/tensorguard/tensorguardflow/cgo/tensor"
 )
 
 // This file is pure Go and part of every build: the types, checks and
@@ -38,49 +39,23 @@ var (
 const MaxRank = 8
 
 // DataType is a tensor element type, numbered as ONNX numbers them
-// (TensorProto.DataType), as in package onnxruntime.
-type DataType = onnxmodel.DataType
+// (cgo/tensor, as in package onnxruntime).
+type DataType = tensor.DataType
 
 // The element types Run accepts and returns.
 const (
-	Float32 = onnxmodel.Float
-	Int64   = onnxmodel.Int64
+	Float32 = tensor.Float32
+	Int64   = tensor.Int64
 )
 
 // TensorInfo describes an engine input or output: its name, element type
 // and shape, where -1 marks a dimension chosen at run time. It is the same
 // type as onnxruntime.TensorInfo.
-type TensorInfo = onnxmodel.ValueInfo
+type TensorInfo = tensor.Info
 
-// Tensor is a dense row-major tensor: exactly one of Float32 and Int64
-// holds its data, as many elements as Shape multiplies to. It has the
-// fields of onnxruntime.Tensor, so either converts to the other with a
-// plain conversion (this package cannot import that one: it links ONNX
-// Runtime's cgo binding).
-type Tensor struct {
-	Shape   []int64
-	Float32 []float32
-	Int64   []int64
-}
-
-// DataType reports which field holds the data (Undefined when none or both
-// do).
-func (t Tensor) DataType() DataType {
-	switch {
-	case t.Float32 != nil && t.Int64 == nil:
-		return Float32
-	case t.Int64 != nil && t.Float32 == nil:
-		return Int64
-	}
-	return onnxmodel.Undefined
-}
-
-func (t Tensor) len() int {
-	if t.Float32 != nil {
-		return len(t.Float32)
-	}
-	return len(t.Int64)
-}
+// Tensor is a dense row-major tensor (cgo/tensor): the same type as
+// onnxruntime.Tensor.
+type Tensor = tensor.Tensor
 
 // TensorRT's element types (nvinfer1::DataType; bridge.h's TG_TRT_*).
 const (
@@ -171,61 +146,14 @@ func checkEngineIO(io []ioTensor) error {
 // present, no unknown names, each value well formed and of a shape the
 // engine can take.
 func checkInputs(want []ioTensor, inputs map[string]Tensor) error {
-	for _, info := range want {
-		t, ok := inputs[info.Name]
-		if !ok {
-			return fmt.Errorf("%w: missing input %q (the engine's inputs: %s)", ErrInvalidInput, info.Name, ioNames(want))
-		}
-		if err := checkTensor(info.TensorInfo, t); err != nil {
-			return err
-		}
+	infos := make([]TensorInfo, len(want))
+	for i, t := range want {
+		infos[i] = t.TensorInfo
 	}
-	if len(inputs) != len(want) {
-		for name := range inputs {
-			if !slices.ContainsFunc(want, func(t ioTensor) bool { return t.Name == name }) {
-				return fmt.Errorf("%w: unknown input %q (the engine's inputs: %s)", ErrInvalidInput, name, ioNames(want))
-			}
-		}
+	if err := tensor.CheckInputs(infos, inputs); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidInput, err)
 	}
 	return nil
-}
-
-func checkTensor(want TensorInfo, t Tensor) error {
-	dt := t.DataType()
-	if dt == onnxmodel.Undefined {
-		return fmt.Errorf("%w: input %q: set exactly one of Float32 and Int64", ErrInvalidInput, want.Name)
-	}
-	if want.Type != dt {
-		return fmt.Errorf("%w: input %q is %s, got %s", ErrInvalidInput, want.Name, want.Type, dt)
-	}
-	if len(want.Shape) != len(t.Shape) {
-		return fmt.Errorf("%w: input %q has shape %v, got rank %d shape %v", ErrInvalidInput, want.Name, want.Shape, len(t.Shape), t.Shape)
-	}
-	n := int64(1)
-	for i, d := range t.Shape {
-		if d < 0 {
-			return fmt.Errorf("%w: input %q: negative dimension %d in %v", ErrInvalidInput, want.Name, d, t.Shape)
-		}
-		if want.Shape[i] >= 0 && want.Shape[i] != d {
-			return fmt.Errorf("%w: input %q has shape %v, got %v", ErrInvalidInput, want.Name, want.Shape, t.Shape)
-		}
-		if d != 0 && n > (1<<59)/d {
-			return fmt.Errorf("%w: input %q: shape %v is too large", ErrInvalidInput, want.Name, t.Shape)
-		}
-		n *= d
-	}
-	if int64(t.len()) != n {
-		return fmt.Errorf("%w: input %q: shape %v needs %d values, got %d", ErrInvalidInput, want.Name, t.Shape, n, t.len())
-	}
-	return nil
-}
-
-func ioNames(io []ioTensor) string {
-	s := make([]string, len(io))
-	for i, t := range io {
-		s[i] = strconv.Quote(t.Name)
-	}
-	return strings.Join(s, ", ")
 }
 
 // narrowInt32 converts int64 input values to the int32 an engine tensor

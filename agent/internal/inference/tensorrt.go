@@ -200,20 +200,9 @@ func (m *trtModel) Outputs() []TensorInfo { return m.outputs }
 func (m *trtModel) Close() error          { return m.e.Close() }
 
 func (m *trtModel) Infer(inputs map[string]Tensor) (map[string]Tensor, error) {
-	in := make(map[string]tensorrt.Tensor, len(inputs))
-	for name, t := range inputs {
-		in[name] = tensorrt.Tensor(t)
-	}
-	out, err := m.e.Run(in)
+	out, err := m.e.Run(inputs)
 	if errors.Is(err, tensorrt.ErrInvalidInput) {
 		return nil, invalidInput{err}
 	}
-	if err != nil {
-		return nil, err
-	}
-	res := make(map[string]Tensor, len(out))
-	for name, t := range out {
-		res[name] = Tensor(t)
-	}
-	return res, nil
+	return out, err
 }
