@@ -15,7 +15,7 @@ TOOLS := $(TOOLS_BIN)/staticcheck $(TOOLS_BIN)/govulncheck
 # libonnxruntime for this machine (hack/fetch-onnxruntime.sh; GOARCH names).
 ORT_LIB := .cache/onnxruntime/$(patsubst x86_64,amd64,$(patsubst aarch64,arm64,$(shell uname -m)))/libonnxruntime.so.1
 
-.PHONY: all build test check bench demo clean deps FORCE
+.PHONY: all build test check bench demo deb clean deps FORCE
 .DEFAULT_GOAL := build
 all: check test build
 
@@ -71,6 +71,20 @@ bench: $(DEPS_STAMP)
 demo: $(DEPS_STAMP)
 	bash hack/demo.sh
 
+# Debian packages into dist/ (packaging/README.md): the agent for this
+# machine's architecture, built with cgo; nfpm runs from its own module
+# (hack/tools). VERSION defaults to the git description.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null | sed 's/^v//; s/^\([0-9a-f]\{7,\}\)/0.0.0+g\1/' || echo 0.0.0)
+DEB_ARCH := $(shell go env GOARCH)
+NFPM := $(TOOLS_BIN)/nfpm
+$(NFPM): hack/tools/go.mod hack/tools/go.sum
+	go -C hack/tools build -o $(CURDIR)/$(NFPM) github.com/goreleaser/nfpm/v2/cmd/nfpm
+deb: $(DEPS_STAMP) $(NFPM)
+	@mkdir -p dist/stage
+	go build -trimpath -ldflags "-X github.com/tensorguard/tensorguardflow/agent.Version=$(VERSION)" -o dist/stage/ ./agent/cmd/tg-agent
+	VERSION=$(VERSION) ARCH=$(DEB_ARCH) $(NFPM) package --config packaging/tg-agent.nfpm.yaml --packager deb --target dist/
+	@ls -l dist/*.deb
+
 clean:
-	rm -rf $(BIN) .demo .bench
+	rm -rf $(BIN) .demo .bench dist
 	rm -f coverage.out coverage.html *.coverprofile
