@@ -139,8 +139,8 @@ func (t *Trainer) export(ctx context.Context, c jobs.Client, cfg client.Training
 		Claims: map[string]any{
 			"training_client":   c.ID,
 			"base_model_sha256": l.s.BaseSHA256(),
-			// Salted with a secret only the tenant's key derives: it commits
-			// to the data without letting anyone test a guess of it.
+			// Salted with a random secret kept in the sealed client state: it
+			// commits to the data without letting anyone test a guess of it.
 			"dataset_digest":   "salted-sha256:" + digestHex(l.data),
 			"audit_chain_head": head,
 			"steps":            c.Steps,

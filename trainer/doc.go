@@ -40,8 +40,8 @@
 //     the tenant's data key (AES-256-GCM under a DEK wrapped by the KEK,
 //     rotation keeping old envelopes readable), with the kind, tenant and
 //     id as associated data. The API never returns a digest of plaintext
-//     data: an export's evidence carries a salted digest of the examples
-//     sent, whose salt only the tenant's key derives.
+//     data: an export's evidence carries a digest of the examples sent,
+//     salted with a random secret kept in the client's sealed state.
 //   - Audit: every operation is appended to the tenant's audit hash chain
 //     when it completes (trainer.<op>, with the future, status and its
 //     figures), as are client creation and cancels.
