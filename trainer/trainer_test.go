@@ -20,8 +20,6 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite"
 
-	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime"
-	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime/onnxruntimetest"
 	"github.com/tensorguard/tensorguardflow/internal/audit"
 	"github.com/tensorguard/tensorguardflow/internal/dpaccount"
 	"github.com/tensorguard/tensorguardflow/internal/kek"
@@ -272,40 +270,8 @@ func trainingFlow(t *testing.T, e *env) {
 		}
 		return b
 	}
-	onnxruntimetest.Init(t)
-	sess, err := onnxruntime.NewSession(read("model.onnx"), onnxruntime.Options{IntraOpThreads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
-	var st struct {
-		Cases []struct {
-			Inputs, Outputs map[string]struct {
-				Shape []int64
-				Data  []float64
-			}
-		}
-	}
-	if err := json.Unmarshal(read("selftest.json"), &st); err != nil {
-		t.Fatal(err)
-	}
-	in := st.Cases[0].Inputs["input_ids"]
-	ids := make([]int64, len(in.Data))
-	for i, v := range in.Data {
-		ids[i] = int64(v)
-	}
-	out, err := sess.Run(map[string]onnxruntime.Tensor{"input_ids": {Shape: in.Shape, Int64: ids}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantLogits := st.Cases[0].Outputs["logits"].Data
-	if len(out["logits"].Float32) != len(wantLogits) {
-		t.Fatalf("logits %d values, self-test %d", len(out["logits"].Float32), len(wantLogits))
-	}
-	for i, v := range out["logits"].Float32 {
-		if math.Abs(float64(v)-wantLogits[i]) > 1e-4 {
-			t.Fatalf("logit %d: ONNX Runtime %v, trainer %v", i, v, wantLogits[i])
-		}
+	if worst, _ := trainertest.SelfTestDiff(t, read("model.onnx"), read("selftest.json")); worst > 1e-4 {
+		t.Fatalf("ONNX Runtime differs from the trainer's self-test logits by %v", worst)
 	}
 
 	// Every completed operation is in the tenant's audit chain, which

@@ -3,16 +3,14 @@ package lmsession
 import (
 	"context"
 	"encoding/json"
-	"math"
 	"os"
 	"testing"
 
-	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime"
 	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime/onnxmodel"
-	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime/onnxruntimetest"
 	"github.com/tensorguard/tensorguardflow/trainer"
 	"github.com/tensorguard/tensorguardflow/trainer/client"
 	"github.com/tensorguard/tensorguardflow/trainer/internal/dpsgd"
+	"github.com/tensorguard/tensorguardflow/trainer/trainertest"
 )
 
 func TestMain(m *testing.M) {
@@ -154,40 +152,9 @@ func TestFineTuneExportsRunnableModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	onnxruntimetest.Init(t)
-	sess, err := onnxruntime.NewSession(exp.Files["model.onnx"], onnxruntime.Options{IntraOpThreads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
-	var st struct {
-		Tolerance float64
-		Cases     []struct {
-			Inputs, Outputs map[string]struct {
-				Shape []int64
-				Data  []float64
-			}
-		}
-	}
-	if err := json.Unmarshal(exp.Files["selftest.json"], &st); err != nil {
-		t.Fatal(err)
-	}
-	in := st.Cases[0].Inputs["input_ids"]
-	ids := make([]int64, len(in.Data))
-	for i, v := range in.Data {
-		ids[i] = int64(v)
-	}
-	out, err := sess.Run(map[string]onnxruntime.Tensor{"input_ids": {Shape: in.Shape, Int64: ids}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := st.Cases[0].Outputs["logits"].Data
-	worst := 0.0
-	for i, v := range out["logits"].Float32 {
-		worst = max(worst, math.Abs(float64(v)-want[i]))
-	}
-	t.Logf("exported model vs the trainer's self-test: max |Δlogit| %.2g (tolerance %g)", worst, st.Tolerance)
-	if worst > st.Tolerance {
+	worst, tolerance := trainertest.SelfTestDiff(t, exp.Files["model.onnx"], exp.Files["selftest.json"])
+	t.Logf("exported model vs the trainer's self-test: max |Δlogit| %.2g (tolerance %g)", worst, tolerance)
+	if worst > tolerance {
 		t.Fatalf("ONNX Runtime differs from the self-test by %g", worst)
 	}
 }
