@@ -20,6 +20,12 @@ MIN_GO_MINOR=26 # go 1.26, as go.mod says
 #   swtpm, swtpm-tools:   a real TPM 2.0 emulator and swtpm_setup/swtpm_localca (internal/tpmdev, enrollment)
 #   tpm2-tools:           tpm2_pcrextend against swtpm in the attestation tests (controlplane/internal/attest)
 #   libssl-dev:           OpenSSL headers the go-tpm-tools TPM simulator (cgo) compiles against
+#   chromium, chromium-driver: headless browser and its WebDriver for the fleet dashboard test
+#   gcc-aarch64-linux-gnu, libc6-dev-arm64-cross: the arm64 agent built with cgo (make deb)
+#   qemu-user:            runs the cross-built arm64 binaries here (make deb's check)
+#   lintian, debootstrap: checks the .deb packages and installs them into a fresh Debian 12 root
+#   systemd:              systemd-analyze security on the shipped units
+#   iproute2:             network namespaces for the chaos tests (integration/)
 APT_PACKAGES=(
 	build-essential
 	gcc
@@ -31,6 +37,15 @@ APT_PACKAGES=(
 	swtpm-tools
 	tpm2-tools
 	libssl-dev
+	chromium
+	chromium-driver
+	gcc-aarch64-linux-gnu
+	libc6-dev-arm64-cross
+	qemu-user
+	lintian
+	debootstrap
+	systemd
+	iproute2
 )
 # npm fetches libonnxruntime (hack/fetch-onnxruntime.sh). Only when there is
 # no npm at all: a Node.js from elsewhere (e.g. NodeSource's nodejs, which
