@@ -22,6 +22,7 @@ import (
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/api"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/broker"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/ca"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/dashboard"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/enroll"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/policy"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/registry"
@@ -80,6 +81,7 @@ type ControlPlane struct {
 	policy   *policy.Keys
 	registry *registry.Registry
 	rollouts *rollout.Engine
+	dash     *dashboard.Dashboard
 	now      func() time.Time
 
 	ready chan struct{}
@@ -199,12 +201,13 @@ func New(cfg Config, opts ...Option) (*ControlPlane, error) {
 	apiHandler := cp.external.wrapAPI(api.New(api.Deps{
 		Store: st, CA: cp.ca, Revoker: cp, Attester: cp, Packages: cp.registry, Rollouts: cp.rollouts, PolicySigner: cp.policy, PolicyNotifier: cp, BrokerURLFunc: cp.brokerURL, Now: o.now, Logger: log.With("subsystem", "api"),
 	}))
+	cp.dash = dashboard.New(dashboard.Config{Store: st, Now: o.now, Logger: log.With("subsystem", "dashboard")})
 	cp.server, err = server.New(server.Config{
 		Addr: cfg.HTTP.Listen, AllowPlainLoopback: *cfg.HTTP.AllowPlainLoopback, Production: cfg.Production(),
 		Store: st, CA: cp.ca, Verifier: cp.verifier, Packages: cp.registry, Jobs: cp.rollouts, PolicyKeys: cp.policy, AllowedKinds: cfg.Enrollment.AllowedTPMKinds,
 		DefaultCertTTL: time.Duration(cfg.Enrollment.DefaultCertTTL), SessionKey: secret,
 		BrokerURL: cp.deviceBrokerURL,
-		API:       apiHandler, Extra: o.extra, Ready: cp.checkReady, DrainTimeout: time.Duration(cfg.ShutdownTimeout),
+		API:       apiHandler, Extra: o.extra, Dashboard: cp.dash, Ready: cp.checkReady, DrainTimeout: time.Duration(cfg.ShutdownTimeout),
 		Logger: log.With("subsystem", "http"), Now: o.now,
 		Enrolled: func(ctx context.Context, _, _ string) {
 			cp.external.syncNow(ctx, "an enrollment")
@@ -448,6 +451,9 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		task("mosquitto", cp.external.Run)
 	}
 	task("rollouts", cp.runRollouts)
+	// Ends the dashboard's event streams when ctx ends, so that the HTTP
+	// server's drain is not held up by them.
+	task("dashboard", cp.dash.Run)
 	task("ready", func(ctx context.Context) error {
 		for _, ch := range cp.readyChans() {
 			select {

@@ -60,6 +60,9 @@ func (s *Server) routes() http.Handler {
 	} else {
 		mux.HandleFunc("/api/v1/", notFound)
 	}
+	if s.cfg.Dashboard != nil {
+		mux.Handle("/dashboard/", s.cfg.Dashboard)
+	}
 	if s.cfg.Extra != nil {
 		mux.Handle("/", s.cfg.Extra)
 	} else {

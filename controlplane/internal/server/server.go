@@ -52,6 +52,9 @@ type Config struct {
 	// Extra is mounted as is for paths outside /api/v1/ (e.g. the trainer's
 	// /v1/); nil answers 404.
 	Extra http.Handler
+	// Dashboard is mounted as is at /dashboard/ (the read-only fleet
+	// dashboard); nil leaves the path to Extra.
+	Dashboard http.Handler
 	// BrokerURL tells a device, in its enrollment and renewal responses,
 	// which MQTT broker to use; it gets the request so it can answer with
 	// the host name the device reached the API by. Nil sends none.
