@@ -358,9 +358,14 @@ func (s *attestationService) verify(ctx context.Context, k deviceKey, payload []
 	if res.BaselineRecorded {
 		rec.Baseline = res.Baseline
 	}
-	if res.Verdict.PCRDigest == "" && rec.Verdict != nil && rec.Verdict.State == wire.VerdictTrusted && onlyNonceReasons(res.Verdict) {
+	if res.Verdict.PCRDigest == "" && rec.Verdict != nil && onlyNonceReasons(res.Verdict) &&
+		(rec.Verdict.State == wire.VerdictTrusted || rec.Verdict.State == wire.VerdictStale) {
 		// A late or duplicated answer (a replayed or expired nonce) says
-		// nothing new about a trusted device; do not flap its verdict.
+		// nothing new about a trusted device, nor about a stale one — the
+		// usual sender of late answers is a device whose network was cut
+		// and whose outbox now delivers what it queued; it becomes trusted
+		// again by answering a fresh challenge. Do not flap its verdict
+		// (untrusted would also refuse its key grants for good).
 		s.Log.Debug("stale evidence ignored", "tenant", k.tenant, "device", k.device, "reasons", reasonCodes(res.Verdict))
 		return s.State.PutAttestation(ctx, k.tenant, k.device, rec)
 	}

@@ -163,6 +163,7 @@ func TestFleetAttestation(t *testing.T) {
 	}
 	done := make(chan struct{})
 	stopped := make(chan struct{})
+	var lastEvidence atomic.Value // []byte: the last evidence published
 	go func() {
 		defer close(stopped)
 		for {
@@ -184,6 +185,7 @@ func TestFleetAttestation(t *testing.T) {
 					}
 				}
 				payload, _ := json.Marshal(ev)
+				lastEvidence.Store(payload)
 				if tok := device.Publish(mqttacl.AttestationTopic(h.Tenant, dev.ID), 1, false, payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 					t.Errorf("publish evidence: %v", tok.Error())
 				}
@@ -264,6 +266,13 @@ func TestFleetAttestation(t *testing.T) {
 	}
 	t.Logf("stale %s after the device stopped answering", time.Since(stop))
 	quarantined("stale", true)
+	// A late, duplicated answer — what a device whose network came back
+	// delivers from its outbox — leaves a stale device stale (it becomes
+	// trusted by answering a fresh challenge), not untrusted.
+	if tok := device.Publish(mqttacl.AttestationTopic(h.Tenant, dev.ID), 1, false, lastEvidence.Load().([]byte)); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish the old evidence again: %v", tok.Error())
+	}
+	time.Sleep(time.Second) // verified in milliseconds; the stored state below must still be stale
 
 	// The state is in the database: the verdict, the TPM clock of the
 	// last trusted quote and the baseline taken on first trust.

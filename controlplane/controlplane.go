@@ -194,7 +194,12 @@ func New(cfg Config, opts ...Option) (*ControlPlane, error) {
 	}
 	if cp.external != nil {
 		cp.external.onAttestation = cp.attest.handle
-		cp.external.onReconnect = cp.attest.Resync
+		cp.external.onReconnect = func() {
+			cp.attest.Resync()
+			// Job reports published while the control plane was not
+			// subscribed are gone: ask the devices again.
+			cp.rollouts.Resync()
+		}
 		cp.external.onJobReport = cp.rollouts.HandleMessage
 	}
 	cp.policy = policy.NewKeys(st, cp.ca.Keyring(), log.With("subsystem", "policy"))

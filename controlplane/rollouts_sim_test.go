@@ -84,6 +84,10 @@ type simDevice struct {
 	behave behaviour
 	inbox  chan string
 	done   chan struct{}
+	// reanswer: a notification of the same attempt of a finished job is
+	// answered with its final state again, as the agent does (set before
+	// the first job arrives).
+	reanswer bool
 
 	mu        sync.Mutex
 	installed [2]string           // name, version active
@@ -223,7 +227,11 @@ func (d *simDevice) handle(id string) {
 	d.mu.Lock()
 	attempts := d.fetched[id]
 	if len(attempts) > 0 && attempts[len(attempts)-1] == j.Attempt {
+		final, done := d.finished[id]
 		d.mu.Unlock()
+		if done && d.reanswer {
+			d.report(j, final, "")
+		}
 		return // the same attempt again (a notification and a catch-up)
 	}
 	d.fetched[id] = append(attempts, j.Attempt)

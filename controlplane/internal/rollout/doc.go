@@ -100,11 +100,16 @@
 // (store.SaveJob), so the engine, report handlers on any replica and
 // operators never overwrite each other. Notifications and events are
 // published after the commit; a new leader first publishes the
-// notification of every released job without a report (the old leader may
-// have died in between) and the status of every unfinished rollout, and
-// gives jobs in flight min(device_timeout,
+// notification of every released job without a final report (the old
+// leader may have died in between, or a final report may have been lost:
+// taken while the store was unreachable) and the status of every
+// unfinished rollout, and gives jobs in flight min(device_timeout,
 // LeaderGrace) before counting their deadlines, since reports sent while no
-// control plane listened arrive late.
+// control plane listened arrive late. [Engine.Resync] does the same
+// notifications when the control plane's connection to an external broker
+// comes back: reports published while it was not subscribed are gone, and
+// a device answers the notification of a finished job with its final
+// state again.
 //
 // # Audit
 //

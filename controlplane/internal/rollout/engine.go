@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
@@ -70,6 +71,8 @@ type Engine struct {
 
 	mu          sync.Mutex
 	leaderSince time.Time // zero while not leading
+	// resync asks the leader to notify every open job again (Resync).
+	resync atomic.Bool
 }
 
 type rolloutKey struct{ tenant, id string }
@@ -115,6 +118,19 @@ func (e *Engine) Kick() {
 	}
 }
 
+// Resync makes the leader notify again every released job that has no
+// final report, as a new leader does (takeOver). Call it when reports may
+// have been lost after the broker acknowledged them to the device: the
+// control plane's broker connection came back (an external broker keeps
+// no messages for a subscriber that is not connected, so reports sent
+// between the broker's and the control plane's reconnects went nowhere).
+// A device that finished answers with its final state again; one at work
+// ignores it. It never blocks.
+func (e *Engine) Resync() {
+	e.resync.Store(true)
+	e.Kick()
+}
+
 // Leading reports whether this engine is the leader now.
 func (e *Engine) Leading() bool {
 	e.mu.Lock()
@@ -158,6 +174,7 @@ func (e *Engine) lead(ctx context.Context, lease *store.Lease) {
 		e.mu.Unlock()
 	}()
 	e.Log.Info("rollout engine leading")
+	e.resync.Store(false)
 	e.takeOver(ctx)
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -170,6 +187,9 @@ func (e *Engine) lead(ctx context.Context, lease *store.Lease) {
 			return
 		case <-t.C:
 		case <-e.wake:
+		}
+		if e.resync.Swap(false) {
+			e.takeOver(ctx)
 		}
 		next := e.advanceAll(ctx)
 		wait := e.Tick
@@ -187,10 +207,13 @@ func (e *Engine) lead(ctx context.Context, lease *store.Lease) {
 }
 
 // takeOver publishes, for every unfinished rollout, the notification of
-// each released job that has no report yet — the process that released it
-// may have died before it published, or the device missed it; a device
-// fetches the job itself, so a repeated notification is harmless — and
-// the retained status (a restarted embedded broker has lost it).
+// each released job that has no final report — the process that released
+// it may have died before it published, the device missed it, or the
+// device's final report was lost on the way (taken while the store was
+// unreachable, or published while no control plane was subscribed); a
+// device fetches the job itself and answers a finished one with its final
+// state again, so a repeated notification is harmless — and the retained
+// status (a restarted embedded broker has lost it).
 func (e *Engine) takeOver(ctx context.Context) {
 	rs, err := e.Store.ListRolloutsInState(ctx, store.RolloutRunning, store.RolloutPaused, store.RolloutRollingBack)
 	if err != nil {
@@ -205,7 +228,7 @@ func (e *Engine) takeOver(ctx context.Context) {
 		}
 		var send []store.RolloutDevice
 		for _, j := range jobs {
-			if j.State == store.JobNotified {
+			if j.State == store.JobNotified || j.State == store.JobInProgress {
 				send = append(send, j)
 			}
 		}
