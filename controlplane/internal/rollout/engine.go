@@ -80,6 +80,9 @@ type rolloutKey struct{ tenant, id string }
 const (
 	reportWorkers    = 2
 	reportQueueDepth = 4096
+	// resyncInterval is the shortest time between two passes that notify
+	// every open job again to recover lost reports (see Resync).
+	resyncInterval = 5 * time.Second
 )
 
 // New returns an engine; nothing runs until Run.
@@ -125,7 +128,9 @@ func (e *Engine) Kick() {
 // no messages for a subscriber that is not connected, so reports sent
 // between the broker's and the control plane's reconnects went nowhere).
 // A device that finished answers with its final state again; one at work
-// ignores it. It never blocks.
+// ignores it. The engine also asks for it when a report was dropped (its
+// queue full, or the store failed). The leader honours it at most every
+// resyncInterval. It never blocks.
 func (e *Engine) Resync() {
 	e.resync.Store(true)
 	e.Kick()
@@ -176,6 +181,7 @@ func (e *Engine) lead(ctx context.Context, lease *store.Lease) {
 	e.Log.Info("rollout engine leading")
 	e.resync.Store(false)
 	e.takeOver(ctx)
+	lastResync := time.Now()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -188,7 +194,12 @@ func (e *Engine) lead(ctx context.Context, lease *store.Lease) {
 		case <-t.C:
 		case <-e.wake:
 		}
-		if e.resync.Swap(false) {
+		// Lost reports (Resync, a full report queue, a store failure)
+		// are asked for again, at most every resyncInterval: each pass
+		// notifies every open job, and the answers are more reports.
+		if e.resync.Load() && time.Since(lastResync) >= resyncInterval {
+			e.resync.Store(false)
+			lastResync = time.Now()
 			e.takeOver(ctx)
 		}
 		next := e.advanceAll(ctx)

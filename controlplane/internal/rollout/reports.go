@@ -63,8 +63,10 @@ func (e *Engine) HandleMessage(topic string, payload []byte) {
 	select {
 	case e.queues[h.Sum32()%uint32(len(e.queues))] <- m:
 	default:
-		// The device's outbox sends it again.
+		// The broker has acknowledged it to the device, whose outbox will
+		// not send it again: the leader asks the open jobs' devices again.
 		e.Log.Warn("job report dropped: queue full", "tenant", m.tenant, "device", m.device, "job", m.job)
+		e.resync.Store(true)
 	}
 }
 
@@ -75,7 +77,10 @@ func (e *Engine) work(ctx context.Context, q <-chan reportMsg) {
 			return
 		case m := <-q:
 			if err := e.applyReport(ctx, m); err != nil && ctx.Err() == nil {
+				// The store failed (bad reports are dropped without an
+				// error); the report is gone, so the leader asks again.
 				e.Log.Warn("job report not applied", "tenant", m.tenant, "device", m.device, "job", m.job, "error", err)
+				e.resync.Store(true)
 			}
 		}
 	}

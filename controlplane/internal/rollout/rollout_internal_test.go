@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -166,5 +167,22 @@ func TestApplyTo(t *testing.T) {
 			got.PreviousVersion != tc.prevVer || got.InstalledVersion != tc.installed || got.Attempt != tc.job.Attempt {
 			t.Errorf("%s: applyTo = %+v (changed %v)", name, got, changed)
 		}
+	}
+}
+
+// TestDroppedReportAsksAgain: a report dropped because its worker's queue
+// is full was acknowledged to the device by the broker, so nothing would
+// send it again; the engine must ask the open jobs' devices again.
+func TestDroppedReportAsksAgain(t *testing.T) {
+	t.Parallel()
+	e := &Engine{Deps: Deps{Log: slog.New(slog.DiscardHandler)}, wake: make(chan struct{}, 1),
+		queues: []chan reportMsg{make(chan reportMsg)}} // no room, no worker
+	topic := "tg/v1/acme/devices/dev-1/jobs/job-aaaaaaaaaaaaaaaaaaaa"
+	if _, ok := parseReportTopic(topic); !ok {
+		t.Fatalf("test topic %q does not parse", topic)
+	}
+	e.HandleMessage(topic, []byte(`{}`))
+	if !e.resync.Load() {
+		t.Fatal("a dropped report did not request a resync")
 	}
 }
