@@ -15,7 +15,7 @@ TOOLS := $(TOOLS_BIN)/staticcheck $(TOOLS_BIN)/govulncheck
 # libonnxruntime for this machine (hack/fetch-onnxruntime.sh; GOARCH names).
 ORT_LIB := .cache/onnxruntime/$(patsubst x86_64,amd64,$(patsubst aarch64,arm64,$(shell uname -m)))/libonnxruntime.so.1
 
-.PHONY: all build test check bench demo deb clean deps FORCE
+.PHONY: all build test check bench demo demo-up demo-down deb clean deps FORCE
 .DEFAULT_GOAL := build
 all: check test build
 
@@ -68,8 +68,14 @@ check: $(DEPS_STAMP)
 bench: $(DEPS_STAMP)
 	bash hack/bench.sh
 
+# The demo (hack/demo.sh): everything in .demo/. demo-up leaves the stack
+# running and prints how to poke it; demo-down stops it.
 demo: $(DEPS_STAMP)
 	bash hack/demo.sh
+demo-up: $(DEPS_STAMP)
+	bash hack/demo.sh up
+demo-down:
+	bash hack/demo-down.sh
 
 # Debian packages into dist/ (packaging/README.md): the agent for this
 # machine's architecture, built with cgo; nfpm runs from its own module

@@ -26,6 +26,7 @@ MIN_GO_MINOR=26 # go 1.26, as go.mod says
 #   lintian, debootstrap: checks the .deb packages and installs them into a fresh Debian 12 root
 #   systemd:              systemd-analyze security on the shipped units
 #   iproute2:             network namespaces for the chaos tests (integration/)
+#   curl:                 the demo asks the agents' inference sockets (curl --unix-socket)
 APT_PACKAGES=(
 	build-essential
 	gcc
@@ -46,6 +47,7 @@ APT_PACKAGES=(
 	debootstrap
 	systemd
 	iproute2
+	curl
 )
 # npm fetches libonnxruntime (hack/fetch-onnxruntime.sh). Only when there is
 # no npm at all: a Node.js from elsewhere (e.g. NodeSource's nodejs, which
