@@ -31,6 +31,23 @@
 #                burst), and the agent's verify+decrypt against tgsp
 #                verify + tgsp unpack. A device that does not commit, a
 #                refused grant or an untrusted verdict fails the run.
+#   load         (issue 8) BENCH_LOAD_DEVICES simulated agents on one
+#                tg-controlplane, and the same scenario at
+#                BENCH_LOAD_BASELINE_DEVICES first as the baseline: each
+#                enrolls (full TPM protocol, soft TPM) and connects
+#                (presence), is challenged every BENCH_LOAD_ATTEST_INTERVAL,
+#                sends the agent's heartbeat every
+#                BENCH_LOAD_TELEMETRY_INTERVAL; BENCH_LOAD_DURATION of that
+#                (steady), then one rollout of a BENCH_LOAD_PACKAGE_MIB
+#                package to every device in waves BENCH_LOAD_WAVES. The
+#                control plane's CPU (user, sys, % of a core) and RSS (steady,
+#                peak), verdict latency (evidence published → operator
+#                receives the verdict) and job latency (job released →
+#                committed report recorded) as p50/p90/p99/max, the rollout's
+#                total time; ratios to the baseline and to the issue-4 goal
+#                p99 < 1 s. Lost verdicts or heartbeats (> 0.5 %), an
+#                untrusted verdict, a device that does not converge or a lost
+#                connection fail the run.
 #
 # hack/fleetbench/main.go says how each number is taken.
 #
@@ -57,11 +74,24 @@
 #                         plane (a grant needs a verdict at most 2 intervals old)
 #   BENCH_ONLY=rollout    run only the rollout phase (no mosquitto needed;
 #                         needs libonnxruntime: bash hack/fetch-onnxruntime.sh)
+#   BENCH_LOAD_DEVICES=1000           simulated agents in the load phase
+#   BENCH_LOAD_BASELINE_DEVICES=100   the baseline's (0: no baseline)
+#   BENCH_LOAD_DURATION=3m            steady phase of each (Go duration or s)
+#   BENCH_LOAD_ATTEST_INTERVAL=30s    the control plane's attestation.interval
+#   BENCH_LOAD_TELEMETRY_INTERVAL=10s heartbeat interval
+#   BENCH_LOAD_WAVES=10,50,100        the rollout's waves
+#   BENCH_LOAD_PACKAGE_MIB=1          its package (each device downloads it)
+#   BENCH_LOAD_ROLLOUT_TIMEOUT=15m
+#   BENCH_ONLY=load       run only the load phase (no mosquitto needed;
+#                         ~2 x (BENCH_LOAD_DURATION + 2 min) at the defaults)
 #   KEEP=1                keep the work files in .bench/fleet-work
-#                         (attest/latency.csv: one line per verdict)
+#                         (attest/latency.csv, load-N/latency.csv: one line
+#                         per verdict)
 #
 # Outputs: a table on stdout and a one-line JSON summary in .bench/fleet.json
-# (the rollout phase's also alone in .bench/rollout.json).
+# (the rollout and load phases' also alone in .bench/rollout.json and
+# .bench/load.json; `.bench/fleet/fleetbench load-table .bench/load.json`
+# with KEEP=1 prints its table again).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -83,6 +113,10 @@ if [ "${BENCH_ONLY:-}" = rollout ]; then
 	clients=${BENCH_ROLLOUT_DEVICES:-100}
 fi
 want=$(( clients * 2 + 1024 ))
+# The load phase's devices hold an MQTT session and HTTPS connections each.
+if [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY}" = load ]; then
+	want=$(( ${BENCH_LOAD_DEVICES:-1000} * 3 + 1024 > want ? ${BENCH_LOAD_DEVICES:-1000} * 3 + 1024 : want ))
+fi
 if (( $(ulimit -n) < want )); then
 	ulimit -n "$want" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 	if (( $(ulimit -n) < want )); then
@@ -118,4 +152,8 @@ cat .bench/fleet.json
 if [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY}" = rollout ]; then
 	echo "bench-fleet: rollout summary (.bench/rollout.json):"
 	cat .bench/rollout.json
+fi
+if [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY}" = load ]; then
+	echo "bench-fleet: load summary (.bench/load.json):"
+	cat .bench/load.json
 fi

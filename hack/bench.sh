@@ -11,8 +11,9 @@
 #   BENCH_SIZE_MB=1024   payload size in MiB
 #   BENCH_REPS=3         timed runs after one warm-up run; the best counts
 #   KEEP=1               keep the work files in .bench/tgsp-work
-#   BENCH_ONLY=attest|rollout  skip the tgsp benchmark and run only that
-#                        phase of hack/bench-fleet.sh (which lists its knobs)
+#   BENCH_ONLY=attest|rollout|load  skip the tgsp benchmark and run only
+#                        that phase of hack/bench-fleet.sh (which lists its
+#                        knobs; load: 1,000 simulated agents, issue 8)
 #   BENCH_ONLY=inference only the inference API benchmark (BENCH_INFER_N
 #                        interleaved requests, default 2000)
 #   BENCH_ONLY=dp        only the accountants and the DP-SGD MNIST benchmark
@@ -83,4 +84,4 @@ echo "bench: summary (.bench/tgsp.json):"
 cat .bench/tgsp.json
 bench_inference
 bench_dp
-bash hack/bench-fleet.sh # issue-3/4/5 fleet benchmarks (enrollment, agent idle, 1,000 mTLS MQTT devices, attestation, rollout)
+bash hack/bench-fleet.sh # issue-3/4/5/8 fleet benchmarks (enrollment, agent idle, 1,000 mTLS MQTT devices, attestation, rollout, load)

@@ -1,9 +1,10 @@
-// Command fleetbench is the issue-3, issue-4 and issue-5 benchmark behind
+// Command fleetbench is the issue-3, 4, 5 and 8 benchmark behind
 // `make bench` (hack/bench-fleet.sh): enrollment rate with the simulator
 // TPM, the idle agent's RSS, CPU and binary size, the control plane holding
 // a fleet of devices over mTLS MQTT, with mosquitto under the same load as
-// the baseline in the same run, fleet attestation under load, and a model
-// package rolled out to a fleet.
+// the baseline in the same run, fleet attestation under load, a model
+// package rolled out to a fleet, and a fleet of simulated agents doing all
+// of it at once (load).
 //
 // Everything runs as separate processes on loopback: the real
 // tg-controlplane (SQLite, embedded broker), the real tg-agent, Debian's
@@ -107,6 +108,45 @@
 //     that does not commit, a refused grant, a verdict not trusted or a
 //     lost connection fails the run. BENCH_ONLY=rollout runs this phase
 //     alone; its summary is also written to .bench/rollout.json.
+//  6. Load (issue 8: 1,000 simulated agents against one control plane —
+//     enrollment, presence, attestation every 30 s, telemetry every 10 s,
+//     one rollout — with its CPU, RSS, p99 verdict and job latency;
+//     fleetload.go). The scenario runs twice, each time on a control plane
+//     of its own: at BENCH_LOAD_BASELINE_DEVICES (100) as the baseline,
+//     then at BENCH_LOAD_DEVICES (1000). The control plane is first
+//     measured empty for 10 s. Every device is a simulated agent of the
+//     rollout phase (soft TPM, X-Wing KEM key, the agent's routes and
+//     reports) that also publishes the agent's heartbeat (agent.Heartbeat:
+//     models[] and thermal[] as a Jetson serving one model, ~740 bytes)
+//     QoS 1 on its telemetry topic every BENCH_LOAD_TELEMETRY_INTERVAL,
+//     the first after a random part of it. Devices enroll with the full
+//     TPM protocol, BENCH_ENROLL_CONC at a time, and connect as the agent
+//     does (Will, SUBSCRIBE cmd/#, then the retained online status);
+//     presence is the control plane's own count of online devices after
+//     setup and at the end. An operator session subscribes to the fleet's
+//     verdicts, every device's telemetry and the rollouts' topics. Once
+//     every device is trusted, the steady phase runs for
+//     BENCH_LOAD_DURATION (3m): the control plane's user and system
+//     CPU-seconds and % of a core (less its empty CPU, per device and
+//     minute: the scaling figure), RSS mean and max, the machine's busy
+//     share, this process's CPU and the 1-minute load average. Then one
+//     rollout of a BENCH_LOAD_PACKAGE_MIB (1) package to every device in
+//     waves BENCH_LOAD_WAVES (10,50,100), attestation and telemetry going
+//     on, until the operator sees its retained status completed. Verdict
+//     latency is from a device publishing evidence to the operator
+//     receiving the verdict for it (paired as in phase 4), over the
+//     steady phase, the rollout and both. Job latency is per device, on
+//     the control plane's clock: the job released (notified_at, cmd/job
+//     published) to the device's committed report recorded (finished_at);
+//     also the wait for the wave (created → released) and the rollout's
+//     total time (created_at → finished_at). The peak RSS is VmHWM over
+//     the whole run. Ratios: full size to baseline (CPU per device, RSS
+//     per device, p99s, total time) and the verdict p99 to the issue-4
+//     goal of 1 s. A verdict not trusted, lost verdicts or heartbeats
+//     beyond 0.5 %, a device not online, not trusted or not converged, a
+//     refused key grant or a lost connection fails the run. BENCH_ONLY=load
+//     runs this phase alone; its summary is also written to
+//     .bench/load.json.
 //
 // A ratio below a target is reported, never an error: the machines are
 // shared and noisy. The exit status is non-zero only when something failed.
@@ -117,8 +157,12 @@
 // (60), BENCH_ROLLOUT_DEVICES (100), BENCH_ROLLOUT_AGENTS (10),
 // BENCH_ROLLOUT_MIB (256), BENCH_ROLLOUT_WAVES (100), BENCH_ROLLOUT_GRANT_ROUNDS
 // (10), BENCH_ROLLOUT_ATTEST_INTERVAL (60s), BENCH_ROLLOUT_TIMEOUT (20m), TG_ONNXRUNTIME_LIB (default: the
-// development cache .cache/onnxruntime/<GOARCH>), BENCH_ONLY (unset: every
-// phase; "attest" or "rollout": that phase only), KEEP=1.
+// development cache .cache/onnxruntime/<GOARCH>), BENCH_LOAD_DEVICES (1000),
+// BENCH_LOAD_BASELINE_DEVICES (100; 0: none), BENCH_LOAD_DURATION (3m),
+// BENCH_LOAD_ATTEST_INTERVAL (30s), BENCH_LOAD_TELEMETRY_INTERVAL (10s),
+// BENCH_LOAD_WAVES (10,50,100), BENCH_LOAD_PACKAGE_MIB (1),
+// BENCH_LOAD_ROLLOUT_TIMEOUT (15m), BENCH_ONLY (unset: every phase;
+// "attest", "rollout" or "load": that phase only), KEEP=1.
 package main
 
 import (
@@ -165,6 +209,14 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 2 && os.Args[1] == "load-table" {
+		// Print the load table again from its JSON summary.
+		if err := printLoadFile(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "fleetbench load-table:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "load" {
 		if err := runLoad(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "fleetbench load:", err)
@@ -184,15 +236,16 @@ func main() {
 
 type settings struct {
 	binDir, work, out, root, mosquitto string
-	rolloutOut                         string
+	rolloutOut, loadOut                string
 	idle, hold                         time.Duration
 	devices, enrollN, conc, enrollConc int
-	// only is BENCH_ONLY: "" runs every phase, "attest" only the
-	// attestation phase, "rollout" only the rollout phase.
+	// only is BENCH_ONLY: "" runs every phase, "attest", "rollout" or
+	// "load" only that phase.
 	only                         string
 	attestDevices                int
 	attestInterval, attestWindow time.Duration
 	rollout                      rolloutSettings
+	load                         loadSettings
 }
 
 // envDuration reads a Go duration ("10s") or a number of seconds.
@@ -254,6 +307,9 @@ type report struct {
 	// Rollout is the rollout phase (issue 5); also written alone to
 	// .bench/rollout.json.
 	Rollout *rolloutResult `json:"rollout,omitempty"`
+	// Load is the load phase (issue 8); also written alone to
+	// .bench/load.json.
+	Load *fleetLoadResult `json:"load,omitempty"`
 }
 
 func run(ctx context.Context, args []string) error {
@@ -263,6 +319,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&s.work, "work", ".bench/fleet-work", "work directory (emptied first)")
 	fs.StringVar(&s.out, "out", ".bench/fleet.json", "JSON summary")
 	fs.StringVar(&s.rolloutOut, "rollout-out", ".bench/rollout.json", "JSON summary of the rollout phase alone")
+	fs.StringVar(&s.loadOut, "load-out", ".bench/load.json", "JSON summary of the load phase alone")
 	fs.StringVar(&s.root, "root", ".", "repository root (for the size builds)")
 	fs.StringVar(&s.mosquitto, "mosquitto", "", "mosquitto binary (default: PATH, then /usr/sbin/mosquitto)")
 	if err := fs.Parse(args); err != nil {
@@ -285,11 +342,14 @@ func run(ctx context.Context, args []string) error {
 	s.idle, s.hold = time.Duration(idleS)*time.Second, time.Duration(holdS)*time.Second
 	s.attestWindow = time.Duration(attestS) * time.Second
 	switch s.only = os.Getenv("BENCH_ONLY"); s.only {
-	case "", "attest", "rollout":
+	case "", "attest", "rollout", "load":
 	default:
-		return fmt.Errorf("BENCH_ONLY=%q: the phases that run alone are attest and rollout", s.only)
+		return fmt.Errorf("BENCH_ONLY=%q: the phases that run alone are attest, rollout and load", s.only)
 	}
 	if s.rollout, err = parseRolloutSettings(s.root); err != nil {
+		return err
+	}
+	if s.load, err = parseLoadSettings(s.enrollConc); err != nil {
 		return err
 	}
 	if s.only == "" {
@@ -342,6 +402,20 @@ func run(ctx context.Context, args []string) error {
 		rep.Rollout = &r
 		failed = append(failed, r.failures()...)
 		if err := writeJSON(s.rolloutOut, r); err != nil {
+			return err
+		}
+	}
+	if s.only == "" || s.only == "load" {
+		ls := s.load
+		step(fmt.Sprintf("load: %d devices (baseline %d), attestation every %s, heartbeats every %s, steady %s, one rollout",
+			ls.devices, ls.baseline, ls.attestInterval, ls.telemetryInterval, ls.duration))
+		l, err := benchLoad(ctx, s, cpBin)
+		if err != nil {
+			return err
+		}
+		rep.Load = &l
+		failed = append(failed, l.failures()...)
+		if err := writeJSON(s.loadOut, l); err != nil {
 			return err
 		}
 	}
@@ -807,6 +881,9 @@ func printTable(w0 *os.File, s settings, r report) {
 	}
 	if r.Rollout != nil {
 		printRollout(w, *r.Rollout)
+	}
+	if r.Load != nil {
+		printLoad(w, *r.Load)
 	}
 }
 

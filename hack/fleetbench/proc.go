@@ -113,6 +113,8 @@ type usage struct {
 	at     time.Time
 	rssKiB int64
 	cpu    time.Duration // utime + stime
+	user   time.Duration // utime
+	sys    time.Duration // stime
 }
 
 // readUsage reads VmRSS from /proc/PID/status and utime+stime from
@@ -151,7 +153,9 @@ func readUsage(pid int) (usage, error) {
 	if err := errors.Join(err1, err2); err != nil {
 		return u, err
 	}
-	u.cpu = time.Duration(ut+st) * time.Second / clockTicks
+	u.user = time.Duration(ut) * time.Second / clockTicks
+	u.sys = time.Duration(st) * time.Second / clockTicks
+	u.cpu = u.user + u.sys
 	return u, nil
 }
 

@@ -63,19 +63,8 @@ func parseRolloutSettings(root string) (rolloutSettings, error) {
 	if r.agents > r.devices {
 		return r, fmt.Errorf("BENCH_ROLLOUT_AGENTS=%d exceeds BENCH_ROLLOUT_DEVICES=%d (the devices count the agents)", r.agents, r.devices)
 	}
-	waves := os.Getenv("BENCH_ROLLOUT_WAVES")
-	if waves == "" {
-		waves = "100"
-	}
-	for f := range strings.SplitSeq(waves, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n <= 0 || n > 100 || (len(r.waves) > 0 && n <= r.waves[len(r.waves)-1]) {
-			return r, fmt.Errorf("BENCH_ROLLOUT_WAVES=%q: want strictly increasing percentages ending at 100", waves)
-		}
-		r.waves = append(r.waves, n)
-	}
-	if r.waves[len(r.waves)-1] != 100 {
-		return r, fmt.Errorf("BENCH_ROLLOUT_WAVES=%q: the last wave must be 100", waves)
+	if r.waves, err = envWaves("BENCH_ROLLOUT_WAVES", "100"); err != nil {
+		return r, err
 	}
 	r.onnxLib = os.Getenv("TG_ONNXRUNTIME_LIB")
 	if r.onnxLib == "" {
@@ -85,6 +74,26 @@ func parseRolloutSettings(root string) (rolloutSettings, error) {
 		return r, err
 	}
 	return r, nil
+}
+
+// envWaves reads a rollout's cumulative wave percentages ("10,50,100").
+func envWaves(name, def string) ([]int, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		v = def
+	}
+	var waves []int
+	for f := range strings.SplitSeq(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 || n > 100 || (len(waves) > 0 && n <= waves[len(waves)-1]) {
+			return nil, fmt.Errorf("%s=%q: want strictly increasing percentages ending at 100", name, v)
+		}
+		waves = append(waves, n)
+	}
+	if waves[len(waves)-1] != 100 {
+		return nil, fmt.Errorf("%s=%q: the last wave must be 100", name, v)
+	}
+	return waves, nil
 }
 
 // envIntZero is envInt that also accepts 0.
@@ -273,6 +282,9 @@ type rolloutBench struct {
 	mainJobs []client.RolloutJob
 	mainDone time.Time
 	watch    *rolloutWatch
+	// tracker, when set (the load phase), pairs every challenge the
+	// simulated devices answer with its verdict; watch may then be nil.
+	tracker *attestTracker
 }
 
 func (rb *rolloutBench) connLost(who string, err error) {

@@ -122,6 +122,7 @@ func (d *rolloutDevice) loop() {
 		if typ != pktPublish {
 			continue
 		}
+		recv := time.Now()
 		topic, id, payload, err := parsePublish(flags, body)
 		if err != nil {
 			d.rb.connLost(d.id, err)
@@ -150,7 +151,14 @@ func (d *rolloutDevice) loop() {
 			if err != nil {
 				continue
 			}
-			d.rb.watch.evidence(d.id, time.Now())
+			now := time.Now()
+			if w := d.rb.watch; w != nil {
+				w.evidence(d.id, now)
+			}
+			if t := d.rb.tracker; t != nil {
+				t.challenge(d.id, recv)
+				t.evidence(d.id, ch.IssuedAt, now)
+			}
 			if err := d.mc.publish1(evTopic, b); err != nil {
 				d.rb.connLost(d.id, err)
 				return
