@@ -9,21 +9,15 @@ package integration
 // All of it needs root.
 
 import (
-	"context"
 	"crypto/tls"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -192,153 +186,20 @@ func fillTo(t *testing.T, path string, left int64) int64 {
 
 // ---- PostgreSQL ----
 
-// chaosPG is a PostgreSQL server of the test's own, on a Unix socket in
-// its directory, that the test may stop and start again on the same data.
-type chaosPG struct {
-	t    *testing.T
-	bin  string
-	dir  string
-	cred *syscall.Credential
-	proc *proc
-	runs int
-}
-
-func startChaosPG(t *testing.T) *chaosPG {
-	t.Helper()
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool {
-		vi, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(dirs[i])), 64)
-		vj, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(dirs[j])), 64)
-		return vi > vj
-	})
-	p := &chaosPG{t: t}
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
-			p.bin = d
-			break
-		}
-	}
-	if p.bin == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal(testpg.InstallHint)
-		}
-		t.Skip(testpg.InstallHint)
-	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		t.Fatalf("user postgres: %v (%s)", err, testpg.InstallHint)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	p.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}
-	// Not under t.TempDir: the postgres user must reach it.
-	p.dir, err = os.MkdirTemp("", "tgchaos-pg-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(p.dir) })
-	if err := os.Chown(p.dir, uid, gid); err != nil {
-		t.Fatal(err)
-	}
-	initdb := exec.Command(filepath.Join(p.bin, "initdb"), "-D", filepath.Join(p.dir, "data"), "-U", "postgres",
-		"-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
-	initdb.Dir = p.dir
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
-	if out, err := initdb.CombinedOutput(); err != nil {
-		t.Fatalf("initdb: %v\n%s", err, out)
-	}
-	p.start()
-	db, err := sql.Open("pgx", p.dsn("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Exec(`CREATE DATABASE tg`); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func (p *chaosPG) dsn(db string) string {
-	q := url.Values{"host": {p.dir}, "sslmode": {"disable"}}
-	return (&url.URL{Scheme: "postgres", User: url.User("postgres"), Path: "/" + db, RawQuery: q.Encode()}).String()
-}
-
-// start runs postgres (as the postgres user) on the data directory and
-// waits until it answers.
-func (p *chaosPG) start() {
-	p.t.Helper()
-	p.runs++
-	pr := &proc{name: fmt.Sprintf("postgres-%d", p.runs), log: &lockedWriter{}, done: make(chan struct{}),
-		cmd: exec.Command(filepath.Join(p.bin, "postgres"), "-D", filepath.Join(p.dir, "data"), "-k", p.dir, "-h", "",
-			"-p", "5432", "-F", "-c", "log_min_messages=warning", "-c", "max_connections=100")}
-	pr.cmd.Dir = p.dir
-	pr.cmd.Env = testEnv()
-	pr.cmd.Stdout, pr.cmd.Stderr = pr.log, pr.log
-	pr.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
-	if err := pr.cmd.Start(); err != nil {
-		p.t.Fatalf("start postgres: %v", err)
-	}
-	go func() { pr.err = pr.cmd.Wait(); close(pr.done) }()
-	registerProc(p.t, pr)
-	p.t.Cleanup(func() {
-		if !pr.exited() {
-			_ = pr.cmd.Process.Signal(syscall.SIGINT)
-			select {
-			case <-pr.done:
-			case <-time.After(20 * time.Second):
-				_ = pr.cmd.Process.Kill()
-				<-pr.done
-			}
-		}
-	})
-	p.proc = pr
-	db, err := sql.Open("pgx", p.dsn("postgres"))
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	defer db.Close()
-	eventually(p.t, 30*time.Second, "postgres answers", func() error {
-		if pr.exited() {
-			p.t.Fatalf("postgres exited: %v\n%s", pr.err, pr.log)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		return db.PingContext(ctx)
-	})
-}
-
-// stop ends postgres with a fast shutdown (SIGINT: sessions aborted, a
-// checkpoint, exit 0).
-func (p *chaosPG) stop() {
-	p.t.Helper()
-	if err := p.proc.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		p.t.Fatal(err)
-	}
-	select {
-	case <-p.proc.done:
-		if p.proc.err != nil {
-			p.t.Fatalf("postgres exited with %v after SIGINT", p.proc.err)
-		}
-	case <-time.After(30 * time.Second):
-		p.t.Fatal("postgres did not stop within 30s of SIGINT")
-	}
-}
-
 // ---- the control plane ----
 
-// chaosFleet is a control plane on chaosPG, with its mosquitto (external
+// chaosFleet is a control plane on its own PostgreSQL (testpg.Own), with its mosquitto (external
 // mode), listening on the host end of a chaosNet so that an agent inside
 // the namespace reaches it too.
 type chaosFleet struct {
 	cp        *cpProc
 	mosquitto *mqBroker
-	pg        *chaosPG
+	pg        *testpg.Server
 	net       *chaosNet
 	config    string
 }
 
-func startChaosFleet(t *testing.T, pg *chaosPG, n *chaosNet, interval time.Duration) *chaosFleet {
+func startChaosFleet(t *testing.T, pg *testpg.Server, n *chaosNet, interval time.Duration) *chaosFleet {
 	t.Helper()
 	mosqBin := mqRequire(t, "mosquitto")
 	dir := t.TempDir()
@@ -349,7 +210,7 @@ func startChaosFleet(t *testing.T, pg *chaosPG, n *chaosNet, interval time.Durat
 	persist := filepath.Join(dir, "persist")
 	mqChownToMosquitto(t, runDir)
 	mqChownToMosquitto(t, persist)
-	env := testEnv("DATABASE_URL=" + pg.dsn("tg"))
+	env := testEnv("DATABASE_URL=" + pg.Database())
 
 	cmd := exec.Command(bins.controlplane, "init", "--tenant", "acme", "--data-dir", dataDir, "-o", "json")
 	cmd.Env = env

@@ -13,6 +13,7 @@ import (
 	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime/onnxmodel"
 	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime/onnxruntimetest"
 	"github.com/tensorguard/tensorguardflow/controlplane/client"
+	"github.com/tensorguard/tensorguardflow/internal/testpg"
 	"github.com/tensorguard/tensorguardflow/internal/wire"
 )
 
@@ -93,7 +94,7 @@ type chaos struct {
 func TestChaos(t *testing.T) {
 	chaosRequireRoot(t)
 	lib := onnxruntimetest.Library(t)
-	pg := startChaosPG(t)
+	pg := testpg.Own(t)
 	n := newChaosNet(t)
 	f := startChaosFleet(t, pg, n, 5*time.Second)
 	cp := f.cp
@@ -151,7 +152,7 @@ func TestChaos(t *testing.T) {
 	stopAll(t, all)
 	cp.shutdown()
 	f.mosquitto.stop()
-	pg.stop()
+	pg.Stop()
 }
 
 func (c *chaos) phase(name string, fn func()) {
@@ -508,7 +509,7 @@ func (c *chaos) postgresRestarted(version string) {
 	c.waitReportState(r.ID, c.agents, wire.JobKeyGrant)
 	notApplied := func() int { return strings.Count(cp.proc.log.String(), `"job report not applied"`) }
 	lostBefore := notApplied()
-	c.f.pg.stop()
+	c.f.pg.Stop()
 	for _, a := range c.agents {
 		a.release(point)
 	}
@@ -533,6 +534,6 @@ func (c *chaos) postgresRestarted(version string) {
 	if notApplied() == lostBefore {
 		t.Fatalf("the control plane lost no report while PostgreSQL was down: the phase tested nothing")
 	}
-	c.f.pg.start()
+	c.f.pg.Start()
 	c.converged(r.ID, version, c.agents, c.all(version))
 }

@@ -119,6 +119,8 @@ func startShared() (*server, error) {
 // data, socket and log.
 type server struct {
 	dir    string
+	bin    string              // PostgreSQL's server binaries
+	cred   *syscall.Credential // whom postgres runs as (nil: as we are)
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the process has been reaped
 	admin  *sql.DB       // connected to the "postgres" database, for CREATE/DROP DATABASE
@@ -132,6 +134,20 @@ func (s *server) dsn(db string) string {
 }
 
 func startServer() (*server, error) {
+	s, err := initServer()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.run(); err != nil {
+		_ = os.RemoveAll(s.dir)
+		return nil, err
+	}
+	return s, nil
+}
+
+// initServer makes a server directory with a fresh cluster in it
+// (initdb); nothing runs yet.
+func initServer() (*server, error) {
 	bin, err := findBinDir()
 	if err != nil {
 		return nil, err
@@ -158,10 +174,8 @@ func startServer() (*server, error) {
 			return nil, fmt.Errorf("hand %s to the postgres user: %w", dir, err)
 		}
 	}
-	data := filepath.Join(dir, "data")
-
 	initdb := exec.Command(filepath.Join(bin, "initdb"),
-		"-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C",
+		"-D", filepath.Join(dir, "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C",
 		"--no-sync", "--no-instructions")
 	// The postgres user may not be able to enter the test's working directory,
 	// and initdb fails if it cannot resolve its own cwd.
@@ -170,17 +184,23 @@ func startServer() (*server, error) {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
+	ok = true
+	return &server{dir: dir, bin: bin, cred: cred}, nil
+}
 
-	logPath := filepath.Join(dir, "postgres.log")
-	logFile, err := os.Create(logPath)
+// run starts postgres on the server's data directory and waits until it
+// answers.
+func (s *server) run() error {
+	logPath := filepath.Join(s.dir, "postgres.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer logFile.Close() // the child holds its own descriptor
 
-	cmd := exec.Command(filepath.Join(bin, "postgres"),
-		"-D", data,
-		"-k", dir, // Unix socket in our own directory ...
+	cmd := exec.Command(filepath.Join(s.bin, "postgres"),
+		"-D", filepath.Join(s.dir, "data"),
+		"-k", s.dir, // Unix socket in our own directory ...
 		"-h", "", // ... and no TCP listener at all
 		"-p", "5432",
 		"-F", // fsync off: the data is thrown away
@@ -189,27 +209,28 @@ func startServer() (*server, error) {
 		"-c", "max_connections=300",
 		"-c", "log_min_messages=warning",
 	)
-	cmd.Dir = dir
+	cmd.Dir = s.dir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.SysProcAttr = procAttr(cred, true)
+	cmd.SysProcAttr = procAttr(s.cred, true)
 
-	s := &server{dir: dir, cmd: cmd, exited: make(chan struct{})}
+	s.cmd, s.exited = cmd, make(chan struct{})
 	if err := startLocked(cmd, s.exited); err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
+		return fmt.Errorf("start postgres: %w", err)
 	}
-	admin, err := sql.Open("pgx", s.dsn("postgres"))
-	if err != nil {
-		s.kill()
-		return nil, err
+	if s.admin == nil {
+		admin, err := sql.Open("pgx", s.dsn("postgres"))
+		if err != nil {
+			s.kill()
+			return err
+		}
+		s.admin = admin
 	}
-	s.admin = admin
 	if err := s.waitReady(30*time.Second, logPath); err != nil {
-		s.stop()
-		return nil, err
+		s.halt()
+		return err
 	}
-	ok = true
-	return s, nil
+	return nil
 }
 
 // startLocked starts cmd from an OS thread that stays alive until the process
@@ -255,14 +276,19 @@ func (s *server) stop() {
 	if s.admin != nil {
 		_ = s.admin.Close()
 	}
-	// SIGINT is PostgreSQL's "fast" shutdown: abort sessions, checkpoint, exit.
+	s.halt()
+	_ = os.RemoveAll(s.dir)
+}
+
+// halt stops postgres and keeps its data. SIGINT is PostgreSQL's "fast"
+// shutdown: abort sessions, checkpoint, exit.
+func (s *server) halt() {
 	_ = s.cmd.Process.Signal(syscall.SIGINT)
 	select {
 	case <-s.exited:
 	case <-time.After(20 * time.Second):
 		s.kill()
 	}
-	_ = os.RemoveAll(s.dir)
 }
 
 func (s *server) kill() {

@@ -163,3 +163,30 @@ func TestMissingPostgreSQL(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnRestartKeepsData: a server of the test's own stops (its clients
+// get errors) and starts again on the same data.
+func TestOwnRestartKeepsData(t *testing.T) {
+	p := Own(t)
+	db, err := sql.Open("pgx", p.Database())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE kept (v text); INSERT INTO kept VALUES ('before')`); err != nil {
+		t.Fatal(err)
+	}
+	p.Stop()
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err = db.PingContext(pctx)
+	cancel()
+	if err == nil {
+		t.Fatal("the stopped server still answers")
+	}
+	p.Start()
+	var v string
+	if err := db.QueryRowContext(ctx, `SELECT v FROM kept`).Scan(&v); err != nil || v != "before" {
+		t.Fatalf("after the restart: %q, %v", v, err)
+	}
+}
