@@ -239,16 +239,25 @@ type loginView struct {
 	Error string
 }
 
-// handleLogin is POST /dashboard/login: check origin and token, then the
-// API key; swap it for a session.
-func (d *Dashboard) handleLogin(w http.ResponseWriter, r *http.Request) {
+// postForm checks that a POST comes from the dashboard's own origin and
+// parses its (small) form; false means it has answered.
+func (d *Dashboard) postForm(w http.ResponseWriter, r *http.Request) bool {
 	if err := d.origin.Check(r); err != nil {
 		http.Error(w, "cross-origin request refused", http.StatusForbidden)
-		return
+		return false
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
 		http.Error(w, "bad form", http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
+// handleLogin is POST /dashboard/login: check origin and token, then the
+// API key; swap it for a session.
+func (d *Dashboard) handleLogin(w http.ResponseWriter, r *http.Request) {
+	if !d.postForm(w, r) {
 		return
 	}
 	if !tokensEqual(r.PostForm.Get("csrf"), cookieValue(r, loginCookie)) {
@@ -296,13 +305,7 @@ func (d *Dashboard) handleLogin(w http.ResponseWriter, r *http.Request) {
 // handleLogout is POST /dashboard/logout: the session ends on the server,
 // whatever happens to the cookie.
 func (d *Dashboard) handleLogout(w http.ResponseWriter, r *http.Request) {
-	if err := d.origin.Check(r); err != nil {
-		http.Error(w, "cross-origin request refused", http.StatusForbidden)
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	if err := r.ParseForm(); err != nil {
-		http.Error(w, "bad form", http.StatusBadRequest)
+	if !d.postForm(w, r) {
 		return
 	}
 	id := cookieValue(r, sessionCookie)
