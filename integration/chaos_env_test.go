@@ -247,14 +247,8 @@ log: {level: debug}
 		if out, err := cmd.Output(); err != nil {
 			t.Fatalf("tg-controlplane mosquitto-config: %v\n%s%s", err, out, stderr.String())
 		}
-		b := &mqBroker{t: t, bin: mosqBin, mainConf: filepath.Join(dir, "mosquitto-main.conf"),
-			pidFile: filepath.Join(runDir, "mosquitto.pid"), persist: persist, addr: mqttAddr}
-		writeFile(t, b.mainConf, fmt.Sprintf("pid_file %s\npersistence true\npersistence_location %s/\nlog_dest stderr\nlog_type all\ninclude_dir %s\n",
-			b.pidFile, persist, managed))
-		if err := os.Chmod(b.mainConf, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.start(); err != nil {
+		b, err := mqStartManaged(t, mosqBin, dir, runDir, persist, managed, mqttAddr)
+		if err != nil {
 			if attempt < 3 && strings.Contains(err.Error(), "in use") {
 				continue
 			}

@@ -177,16 +177,8 @@ log: {level: debug}
 				t.Fatalf("mosquitto-config output lacks %q:\n%s", want, f.snippet)
 			}
 		}
-		// The instructions' standalone variant: a main file naming the pid
-		// file and including the managed directory.
-		b := &mqBroker{t: t, bin: mosqBin, mainConf: filepath.Join(dir, "mosquitto-main.conf"),
-			pidFile: filepath.Join(runDir, "mosquitto.pid"), persist: persist, addr: mqttAddr}
-		writeFile(t, b.mainConf, fmt.Sprintf("pid_file %s\npersistence true\npersistence_location %s/\nlog_dest stderr\nlog_type all\ninclude_dir %s\n",
-			b.pidFile, persist, managed))
-		if err := os.Chmod(b.mainConf, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.start(); err != nil {
+		b, err := mqStartManaged(t, mosqBin, dir, runDir, persist, managed, mqttAddr)
+		if err != nil {
 			if attempt < 3 && strings.Contains(err.Error(), "in use") {
 				continue
 			}
@@ -210,6 +202,22 @@ log: {level: debug}
 		t.Fatalf("no platform CA in %q", ca.PlatformCAPEM)
 	}
 	return f
+}
+
+// mqStartManaged starts mosquitto the way the mosquitto-config
+// instructions' standalone variant says: a main file naming the pid file
+// and persistence and including the managed directory. A port taken
+// meanwhile is an error containing "in use", for the caller to retry.
+func mqStartManaged(t *testing.T, bin, dir, runDir, persist, managed, addr string) (*mqBroker, error) {
+	t.Helper()
+	b := &mqBroker{t: t, bin: bin, mainConf: filepath.Join(dir, "mosquitto-main.conf"),
+		pidFile: filepath.Join(runDir, "mosquitto.pid"), persist: persist, addr: addr}
+	writeFile(t, b.mainConf, fmt.Sprintf("pid_file %s\npersistence true\npersistence_location %s/\nlog_dest stderr\nlog_type all\ninclude_dir %s\n",
+		b.pidFile, persist, managed))
+	if err := os.Chmod(b.mainConf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b, b.start()
 }
 
 // start runs mosquitto and waits until it accepts TCP connections.
