@@ -15,7 +15,7 @@ TOOLS := $(TOOLS_BIN)/staticcheck $(TOOLS_BIN)/govulncheck
 # libonnxruntime for this machine (hack/fetch-onnxruntime.sh; GOARCH names).
 ORT_LIB := .cache/onnxruntime/$(patsubst x86_64,amd64,$(patsubst aarch64,arm64,$(shell uname -m)))/libonnxruntime.so.1
 
-.PHONY: all build test check bench demo demo-up demo-down deb clean deps FORCE
+.PHONY: all build test check bench demo demo-up demo-down deb deb-test clean deps FORCE
 .DEFAULT_GOAL := build
 all: check test build
 
@@ -77,19 +77,21 @@ demo-up: $(DEPS_STAMP)
 demo-down:
 	bash hack/demo-down.sh
 
-# Debian packages into dist/ (packaging/README.md): the agent for this
-# machine's architecture, built with cgo; nfpm runs from its own module
-# (hack/tools). VERSION defaults to the git description.
+# Debian packages into dist/ (packaging/README.md): tg-agent and
+# tg-controlplane for amd64 and arm64 (DEB_ARCHES), the agent with cgo (arm64
+# through Debian's cross compiler, run under qemu-user as a check), lintian
+# on each. nfpm runs from its own module (hack/tools). VERSION defaults to
+# the git description. deb-test installs, upgrades and purges them in a
+# fresh Debian 12 root (hack/deb-test.sh; root, debootstrap).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null | sed 's/^v//; s/^\([0-9a-f]\{7,\}\)/0.0.0+g\1/' || echo 0.0.0)
-DEB_ARCH := $(shell go env GOARCH)
+DEB_ARCHES ?= amd64 arm64
 NFPM := $(TOOLS_BIN)/nfpm
 $(NFPM): hack/tools/go.mod hack/tools/go.sum
 	go -C hack/tools build -o $(CURDIR)/$(NFPM) github.com/goreleaser/nfpm/v2/cmd/nfpm
 deb: $(DEPS_STAMP) $(NFPM)
-	@mkdir -p dist/stage
-	go build -trimpath -ldflags "-X github.com/tensorguard/tensorguardflow/agent.Version=$(VERSION)" -o dist/stage/ ./agent/cmd/tg-agent
-	VERSION=$(VERSION) ARCH=$(DEB_ARCH) $(NFPM) package --config packaging/tg-agent.nfpm.yaml --packager deb --target dist/
-	@ls -l dist/*.deb
+	VERSION=$(VERSION) DEB_ARCHES="$(DEB_ARCHES)" NFPM=$(CURDIR)/$(NFPM) bash hack/deb-build.sh
+deb-test: $(DEPS_STAMP) $(NFPM)
+	NFPM=$(CURDIR)/$(NFPM) bash hack/deb-test.sh
 
 clean:
 	rm -rf $(BIN) .demo .bench dist

@@ -24,7 +24,7 @@ import (
 // Defaults and environment variables.
 const (
 	DefaultConfigPath = "/etc/tensorguard/agent.yaml"
-	DefaultStatePath  = "/var/lib/tensorguard/agent.db"
+	DefaultStatePath  = "/var/lib/tensorguard/agent/agent.db"
 	DefaultTPMDevice  = "/dev/tpmrm0"
 	// DefaultBrokerPort is the control plane's MQTT-over-TLS port; the
 	// broker URL defaults to mqtts://<server host>:DefaultBrokerPort.
@@ -147,7 +147,8 @@ type InstallConfig struct {
 	// (this device runs no models; install jobs fail with ACTIVATION).
 	Runtime string `yaml:"runtime"`
 	// ONNXRuntimeLibrary is the path of libonnxruntime.so.1 (ONNX Runtime
-	// 1.24.x). Empty: $TG_ONNXRUNTIME_LIB, else the development cache. It
+	// 1.24.x). Empty: $TG_ONNXRUNTIME_LIB, else the library the .deb
+	// installs (PackagedONNXRuntimeLibrary), else the development cache. It
 	// is loaded at the first install, so a missing library fails installs
 	// (ACTIVATION, naming it), not the agent.
 	ONNXRuntimeLibrary string `yaml:"onnxruntime_library,omitempty"`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,7 +25,7 @@ import (
 func (a *Agent) backends(r *resources) []inference.Backend {
 	cfg := a.cfg.Load()
 	ort := &inference.ONNXRuntime{
-		Library: cfg.Install.ONNXRuntimeLibrary,
+		Library: onnxRuntimeLibrary(cfg.Install.ONNXRuntimeLibrary, os.Getenv, fileExists),
 		Options: onnxruntime.Options{IntraOpThreads: cfg.Install.ONNXRuntimeThreads},
 	}
 	trt := &inference.TensorRT{

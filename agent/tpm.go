@@ -5,24 +5,14 @@ import (
 	"fmt"
 	"io/fs"
 
-	"github.com/google/go-tpm-tools/simulator"
-
 	"github.com/tensorguard/tensorguardflow/internal/tpmdev"
-	"github.com/tensorguard/tensorguardflow/internal/tpmdev/tpmsim"
 )
 
 // openTPM opens the TPM the config selects.
 func openTPM(c *Config) (*tpmdev.Device, error) {
 	switch {
 	case c.TPM.Simulator:
-		if c.TPM.SimulatorSeed == nil {
-			return tpmsim.Open(nil)
-		}
-		sim, err := simulator.GetWithFixedSeedInsecure(*c.TPM.SimulatorSeed)
-		if err != nil {
-			return nil, fmt.Errorf("start tpm simulator: %w", err)
-		}
-		return tpmdev.New(sim, tpmdev.KindSimulated), nil
+		return openSimulator(c)
 	case c.TPM.SWTPM != "":
 		d, err := tpmdev.OpenSWTPM(c.TPM.SWTPM)
 		if err != nil {

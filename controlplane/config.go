@@ -41,7 +41,7 @@ const MinSecretKeyLen = 32
 const (
 	DefaultListen          = ":8000"
 	DefaultMQTTListen      = ":8883"
-	DefaultProdDataDir     = "/var/lib/tensorguard"
+	DefaultProdDataDir     = "/var/lib/tensorguard/controlplane"
 	DefaultDevDataDir      = "./.tg-data"
 	DefaultShutdownTimeout = 15 * time.Second
 	DefaultCertTTL         = 24 * time.Hour

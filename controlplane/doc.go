@@ -15,7 +15,7 @@
 //	TG_KEY_MASTER   the KEK (32 bytes hex/base64); when set it is the KEK source
 //	TG_SECRET_KEY   see below
 //
-// The data dir is ./.tg-data in development and /var/lib/tensorguard in
+// The data dir is ./.tg-data in development and /var/lib/tensorguard/controlplane in
 // production (--data-dir). It holds the SQLite database, the platform CA
 // files (see internal/ca) and, in development, the KEK file kek.key that
 // init generates (kek.GenerateKeyFile, marked as a development key).

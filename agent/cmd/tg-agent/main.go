@@ -4,6 +4,8 @@
 //	tg-agent enroll  --server URL --ca-hash H (--token T | --token-file F) [--config F]
 //	tg-agent status  [--config F] [-o json]             identity from the state file, no TPM access
 //	tg-agent version [-o json]
+//	tg-agent completion bash|zsh|fish   shell completion script (cobra)
+//	tg-agent man                         the manual page (roff; hidden, for packaging)
 //
 // Exit codes: 0 success; 1 runtime failure (systemd may restart); 2 the
 // configuration or the credentials must be fixed first (invalid config, bad
@@ -30,6 +32,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tensorguard/tensorguardflow/agent"
+	"github.com/tensorguard/tensorguardflow/internal/manpage"
 )
 
 // Exit codes.
@@ -82,6 +85,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &configError{err} })
 	root.AddCommand(runCmd(stderr), enrollCmd(stdout, stderr), statusCmd(stdout), versionCmd(stdout))
+	root.AddCommand(manpage.Command(root, manpage.Header{Source: "TensorGuardFlow " + agent.Version}))
 	return root
 }
 

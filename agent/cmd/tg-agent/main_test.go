@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tensorguard/tensorguardflow/agent"
 )
 
 func TestExitCodesAndOutput(t *testing.T) {
@@ -33,6 +35,9 @@ func TestExitCodesAndOutput(t *testing.T) {
 	}{
 		{args: []string{"version"}, stdout: "tg-agent "},
 		{args: []string{"version", "-o", "json"}, stdout: `"version"`},
+		{args: []string{"man"}, stdout: `.TH "TG\-AGENT" "1"`},
+		{args: []string{"completion", "bash"}, stdout: "__start_tg-agent"},
+		{args: []string{"completion", "fish"}, stdout: "complete -c tg-agent"},
 		{args: []string{"version", "-o", "yaml"}, code: 2, stderrIn: "--output"},
 		{args: []string{"frobnicate"}, code: 2, stderrIn: "unknown command"},
 		{args: []string{"run", "--nope"}, code: 2, stderrIn: "unknown flag"},
@@ -66,5 +71,22 @@ func TestExitCodesAndOutput(t *testing.T) {
 				t.Fatalf("not JSON: %s", out.String())
 			}
 		})
+	}
+}
+
+// The agent .deb's default configuration parses, keeps its state in the
+// unit's StateDirectory, and is refused until the operator names the
+// control plane.
+func TestPackagedConfig(t *testing.T) {
+	t.Setenv("TG_ENVIRONMENT", "production")
+	cfg, err := agent.LoadConfig(filepath.Join("..", "..", "..", "packaging", "agent", "agent.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StatePath != agent.DefaultStatePath || filepath.Dir(cfg.StatePath) != "/var/lib/tensorguard/agent" {
+		t.Errorf("state_path %q; want %q in the unit's StateDirectory", cfg.StatePath, agent.DefaultStatePath)
+	}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "server_url") {
+		t.Fatalf("Validate() = %v; want the missing server_url named", err)
 	}
 }

@@ -1,5 +1,5 @@
 // Package state is the agent's durable store: one bbolt file
-// (/var/lib/tensorguard/agent.db by default) holding the device identity, the
+// (/var/lib/tensorguard/agent/agent.db by default) holding the device identity, the
 // MQTT session counter, a small generic key/value space, and the buckets that
 // other subsystems own (the outbox, the install pipeline's jobs and slots).
 //

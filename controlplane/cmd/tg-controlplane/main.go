@@ -5,8 +5,12 @@
 //	tg-controlplane serve [--config F] [--listen A] [--mqtt-listen A] [--data-dir D]
 //	tg-controlplane mosquitto-config --out DIR [--config F]
 //	tg-controlplane version
+//	tg-controlplane completion bash|zsh|fish
+//	tg-controlplane man            the manual page (roff; hidden, for packaging)
 //
-// Exit codes: 0 success, 1 failure (one line on stderr), 2 usage error.
+// Exit codes: 0 success, 1 failure (one line on stderr), 2 usage or
+// configuration error (bad flags, an unreadable or invalid configuration):
+// the unit sets RestartPreventExitStatus=2, since restarting cannot help.
 package main
 
 import (
@@ -26,6 +30,7 @@ import (
 
 	"github.com/tensorguard/tensorguardflow/controlplane"
 	"github.com/tensorguard/tensorguardflow/internal/kek"
+	"github.com/tensorguard/tensorguardflow/internal/manpage"
 	"github.com/tensorguard/tensorguardflow/trainer"
 	"github.com/tensorguard/tensorguardflow/trainer/models"
 )
@@ -64,10 +69,11 @@ type common struct {
 }
 
 // load builds the configuration: defaults < file < environment < flags.
+// Its errors are configuration errors (exit 2).
 func (c *common) load(apply func(*controlplane.Config)) (controlplane.Config, error) {
 	cfg, err := controlplane.LoadConfig(c.configFile, os.Getenv)
 	if err != nil {
-		return controlplane.Config{}, err
+		return controlplane.Config{}, usageError{err}
 	}
 	if c.dataDir != "" {
 		cfg.DataDir = c.dataDir
@@ -77,7 +83,7 @@ func (c *common) load(apply func(*controlplane.Config)) (controlplane.Config, er
 	}
 	cfg.Finish()
 	if err := cfg.Validate(); err != nil {
-		return controlplane.Config{}, err
+		return controlplane.Config{}, usageError{err}
 	}
 	return cfg, nil
 }
@@ -93,7 +99,7 @@ func newRoot(stdout io.Writer) *cobra.Command {
 	var c common
 	addCommon := func(cmd *cobra.Command) {
 		cmd.Flags().StringVar(&c.configFile, "config", "", "YAML configuration file")
-		cmd.Flags().StringVar(&c.dataDir, "data-dir", "", "data directory (default ./.tg-data, /var/lib/tensorguard in production)")
+		cmd.Flags().StringVar(&c.dataDir, "data-dir", "", "data directory (default ./.tg-data, /var/lib/tensorguard/controlplane in production)")
 	}
 
 	var tenant, output string
@@ -264,6 +270,7 @@ after an interruption finishes the job.`,
 	versionCmd.Flags().StringVarP(&output, "output", "o", "", "output format: text or json")
 
 	root.AddCommand(initCmd, serveCmd, mosqCmd, rotateCmd, versionCmd)
+	root.AddCommand(manpage.Command(root, manpage.Header{Source: "TensorGuardFlow " + version}))
 	return root
 }
 

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tensorguard/tensorguardflow/controlplane"
 )
 
 func TestExitCodes(t *testing.T) {
@@ -21,6 +23,8 @@ func TestExitCodes(t *testing.T) {
 		stderr string
 	}{
 		{"version", []string{"version"}, 0, "tg-controlplane ", ""},
+		{"man", []string{"man"}, 0, `.TH "TG\-CONTROLPLANE" "1"`, ""},
+		{"completion", []string{"completion", "zsh"}, 0, "#compdef tg-controlplane", ""},
 		{"unknown command", []string{"bogus"}, 2, "", "unknown command"},
 		{"unknown flag", []string{"serve", "--nope"}, 2, "", "unknown flag"},
 		{"init without tenant", []string{"init", "--data-dir", dir}, 2, "", "--tenant is required"},
@@ -28,7 +32,7 @@ func TestExitCodes(t *testing.T) {
 		{"init", []string{"init", "--tenant", "acme", "--data-dir", dir, "-o", "json"}, 0, `"api_key": "tgk_`, ""},
 		{"init twice", []string{"init", "--tenant", "acme", "--data-dir", dir}, 1, "", "tenant already exists"},
 		{"bad tenant", []string{"init", "--tenant", "Not_A_Slug", "--data-dir", dir}, 1, "", "must match"},
-		{"bad config", []string{"serve", "--config", filepath.Join(dir, "missing.yaml")}, 1, "", "read config"},
+		{"missing config", []string{"serve", "--config", filepath.Join(dir, "missing.yaml")}, 2, "", "read config"},
 		{"mosquitto-config", []string{"mosquitto-config", "--data-dir", dir, "--out", filepath.Join(dir, "mosq")}, 0, "require_certificate true", ""},
 	}
 	for _, tc := range cases {
@@ -51,5 +55,31 @@ func TestExitCodes(t *testing.T) {
 	acl, _ := os.ReadFile(filepath.Join(dir, "mosq", "acl"))
 	if !strings.Contains(string(acl), "user controlplane") || !strings.Contains(string(acl), "user op-") {
 		t.Errorf("ACL lacks the control plane or the admin operator:\n%s", acl)
+	}
+}
+
+// The control-plane .deb's default configuration parses, points at the
+// unit's StateDirectory, and is refused only for the one decision it leaves
+// to the operator (whose EK certificates to trust).
+func TestPackagedConfig(t *testing.T) {
+	t.Setenv("TG_ENVIRONMENT", "")
+	t.Setenv("DATABASE_URL", "")
+	t.Setenv("TG_KEY_MASTER", strings.Repeat("ab", 32))
+	t.Setenv("TG_SECRET_KEY", strings.Repeat("s", 32))
+	cfg, err := controlplane.LoadConfig(filepath.Join("..", "..", "..", "packaging", "controlplane", "controlplane.yaml"), os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Finish()
+	if !cfg.Production() || cfg.DataDir != controlplane.DefaultProdDataDir {
+		t.Errorf("environment %q, data_dir %q; want production, %s", cfg.Environment, cfg.DataDir, controlplane.DefaultProdDataDir)
+	}
+	err = cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), "enrollment.ek_roots") || strings.Count(err.Error(), "\n") != 0 {
+		t.Fatalf("Validate() = %v; want only the ek_roots error", err)
+	}
+	cfg.Enrollment.EKRoots = []string{"/etc/tensorguard/ek-roots/vendor.pem"}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("with ek_roots set: %v", err)
 	}
 }

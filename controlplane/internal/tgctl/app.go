@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tensorguard/tensorguardflow/controlplane/client"
+	"github.com/tensorguard/tensorguardflow/internal/manpage"
 	"github.com/tensorguard/tensorguardflow/internal/wire"
 )
 
@@ -167,6 +168,7 @@ Every command prints a table by default and the API's JSON with -o json.`,
 		return usagef("-o %q: want table or json", a.global.output)
 	}
 	addCommands(root, a)
+	root.AddCommand(manpage.Command(root, manpage.Header{Source: "TensorGuardFlow " + version()}))
 	wrapRunErrors(root)
 	return root
 }
