@@ -278,9 +278,17 @@ func (a *App) fleetCmd() *cobra.Command {
 	return group("fleet", "Manage fleets", list, create, get, update, del, a.fleetWatchCmd())
 }
 
-// enrollHint is the agent command line `token create` prints. It must stay
-// in step with tg-agent's enroll flags.
-const enrollHint = "sudo tg-agent enroll --server %s --ca-hash %s --token %s"
+// enrollHint is what `token create` tells the device's operator: the
+// packaged agent's way (packaging/agent/agent.yaml: the token file, then
+// the service enrolls on its first start as its own user) and the
+// command line for an agent run by hand. It must stay in step with
+// tg-agent's enroll flags and the packaged config.
+const enrollHint = `On a device with the tg-agent package:
+  install -m 0640 -g tg-agent /dev/stdin /etc/tensorguard/token   # paste the token, then Ctrl-D
+  # in /etc/tensorguard/agent.yaml:  server_url: %[1]s  and  ca_hash: %[2]s
+  systemctl start tg-agent
+Elsewhere: tg-agent enroll --server %[1]s --ca-hash %[2]s --token %[3]s
+`
 
 func tokenTable(t *tableWriter, toks []client.EnrollmentToken) {
 	t.row("ID", "FLEET", "STATE", "CREATED BY", "CREATED", "EXPIRES", "USED", "DEVICE")
@@ -322,7 +330,7 @@ with its expiry, the CA hash the agent pins, and the tg-agent command that uses 
 			if err := t.flush(); err != nil {
 				return err
 			}
-			fmt.Fprintf(a.Stdout, "\nThe token is shown only now and enrolls one device. On the device run:\n  "+enrollHint+"\n",
+			fmt.Fprintf(a.Stdout, "\nThe token is shown only now and enrolls one device.\n"+enrollHint,
 				c.BaseURL(), orDash(tok.CAHash), tok.Token)
 			return nil
 		},
