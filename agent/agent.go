@@ -28,9 +28,9 @@ import (
 	"github.com/tensorguard/tensorguardflow/agent/internal/keys"
 	"github.com/tensorguard/tensorguardflow/agent/internal/outbox"
 	"github.com/tensorguard/tensorguardflow/agent/internal/presence"
-	"github.com/tensorguard/tensorguardflow/agent/internal/sdnotify"
 	"github.com/tensorguard/tensorguardflow/agent/internal/state"
 	"github.com/tensorguard/tensorguardflow/internal/mqttacl"
+	"github.com/tensorguard/tensorguardflow/internal/sdnotify"
 	"github.com/tensorguard/tensorguardflow/internal/tpmdev"
 )
 

@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/api"
@@ -31,6 +30,7 @@ import (
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
 	"github.com/tensorguard/tensorguardflow/internal/kek"
 	"github.com/tensorguard/tensorguardflow/internal/mqttacl"
+	"github.com/tensorguard/tensorguardflow/internal/sdnotify"
 	"github.com/tensorguard/tensorguardflow/internal/wire"
 )
 
@@ -459,6 +459,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	// Ends the dashboard's event streams when ctx ends, so that the HTTP
 	// server's drain is not held up by them.
 	task("dashboard", cp.dash.Run)
+	task("watchdog", (&sdnotify.Watchdog{Healthy: cp.healthy, Logger: cp.log.With("subsystem", "watchdog")}).Run)
 	task("ready", func(ctx context.Context) error {
 		for _, ch := range cp.readyChans() {
 			select {
@@ -470,13 +471,33 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		close(cp.ready)
 		cp.log.Info("control plane ready", "http", cp.server.Addr().String(), "mqtt", addrString(cp.MQTTAddr()),
 			"ca_hash", cp.ca.CAHash(), "environment", cp.cfg.Environment)
-		_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+		_ = sdnotify.Ready()
 		<-ctx.Done()
-		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+		_ = sdnotify.Stopping()
 		return nil
 	})
 	return g.Wait()
 }
+
+// healthy is the systemd watchdog's check: the database's write path
+// answers a ping within healthPingTimeout. A write connection held by a
+// wedged transaction (SQLite has one) times out, and the missed pings get
+// the process restarted; a database that refuses connections is not the
+// process's fault — its clients retry, and restarting would drop every
+// device's MQTT session for nothing.
+func (cp *ControlPlane) healthy() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), healthPingTimeout)
+	defer cancel()
+	err := cp.store.Ping(ctx)
+	if err != nil {
+		cp.log.Warn("health check: database ping", "error", err)
+	}
+	return !errors.Is(err, context.DeadlineExceeded)
+}
+
+// healthPingTimeout bounds the watchdog's database ping (the unit's
+// WatchdogSec is 60 s; pings go every 30 s).
+const healthPingTimeout = 10 * time.Second
 
 func (cp *ControlPlane) readyChans() []<-chan struct{} {
 	chans := []<-chan struct{}{cp.server.Ready()}

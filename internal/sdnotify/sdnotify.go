@@ -74,15 +74,15 @@ func RunWatchdog(ctx context.Context, healthy func() bool) error {
 	return (&Watchdog{Healthy: healthy}).Run(ctx)
 }
 
-// Watchdog is the ping task for the agent's task group.
+// Watchdog is the ping task for a daemon's task group.
 type Watchdog struct {
-	Healthy func() bool  // required: true while the agent's loops make progress
+	Healthy func() bool  // required: true while the daemon's loops make progress
 	Logger  *slog.Logger // default slog.Default()
 }
 
 // Run pings WATCHDOG=1 every WatchdogSec/2 while Healthy() returns true,
 // until ctx ends (then it returns nil). Without a watchdog it just waits for
-// ctx, so it can always run in the agent's task group. Failing to reach the
+// ctx, so it can always run in a task group. Failing to reach the
 // socket is logged, not fatal: systemd's timeout is the arbiter.
 func (w *Watchdog) Run(ctx context.Context) error {
 	log := w.Logger
@@ -114,7 +114,7 @@ func (w *Watchdog) Run(ctx context.Context) error {
 				log.Warn("watchdog ping failed", "err", err)
 			}
 		case wasHealthy:
-			log.Error("unhealthy; withholding watchdog pings, systemd will restart the agent", "watchdog_timeout", timeout)
+			log.Error("unhealthy; withholding watchdog pings, systemd will restart the service", "watchdog_timeout", timeout)
 		}
 		wasHealthy = ok
 		select {
