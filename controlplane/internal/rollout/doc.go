@@ -94,9 +94,16 @@
 //
 // Everything is in the database; the engine holds no state a restart
 // loses. One replica drives rollouts: the holder of the store lease
-// "rollouts" (a PostgreSQL advisory lock; always granted on SQLite). Every
-// pass over a rollout is one transaction that locks the rollout's row, and
-// job changes are conditional on the state and attempt read
+// "rollouts" (a PostgreSQL advisory lock; always granted on SQLite). It
+// passes over the running rollouts when kicked (Kick: a report, an
+// operator's change, an enrollment), at most every Deps.PassInterval
+// (200 ms) — the kicks that arrive meanwhile are handled by one pass, since
+// a pass reads every job and device of a rollout: one per report would
+// make a rollout O(devices²) — and at least every Deps.Tick. A pass reads
+// the fleet's devices (store.ListRolloutCandidates: no keys) outside its
+// transaction — a device that changes after that read is seen by the next
+// pass — and then, in one transaction that locks the rollout's row, its
+// jobs; job changes are conditional on the state and attempt read
 // (store.SaveJob), so the engine, report handlers on any replica and
 // operators never overwrite each other. Notifications and events are
 // published after the commit; a new leader first publishes the
@@ -123,7 +130,11 @@
 // Every change is published as an Event (schema tg.rollout.event.v1, QoS 1,
 // not retained) on tg/v1/<tenant>/rollouts/<id>/events, and the rollout's
 // summary as a Status (schema tg.rollout.status.v1, retained) on
-// tg/v1/<tenant>/rollouts/<id>/status whenever it changes. Operator MQTT
+// tg/v1/<tenant>/rollouts/<id>/status whenever it changes: at once when the
+// rollout's state or wave changes, and for job changes alone at most every
+// Deps.StatusInterval (250 ms) per rollout, with the counts of that moment
+// (store.CountRolloutJobs, one aggregate query); the latest is always
+// published, the ones still waiting also when Run returns. Operator MQTT
 // credentials read both (they read their tenant's topics).
 //
 // # Key grants

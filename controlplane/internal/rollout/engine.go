@@ -23,6 +23,14 @@ const LeaseName = "rollouts"
 const (
 	DefaultTick        = time.Second
 	DefaultLeaderRetry = 5 * time.Second
+	// DefaultPassInterval is the shortest time between two passes: the
+	// kicks (reports, operators' changes, enrollments) that arrive
+	// meanwhile are handled together by the next pass.
+	DefaultPassInterval = 200 * time.Millisecond
+	// DefaultStatusInterval is the shortest time between two publications
+	// of one rollout's retained status for job changes; a change of the
+	// rollout's own state or wave is published at once.
+	DefaultStatusInterval = 250 * time.Millisecond
 	// LeaderGrace is how long, at most, a new leader waits for the reports
 	// of jobs in flight before it counts their deadlines (never longer than
 	// a rollout's device timeout): reports a device sent while no control
@@ -53,6 +61,14 @@ type Deps struct {
 	// LeaderRetry is how often a replica that is not the leader tries to
 	// become it (default DefaultLeaderRetry).
 	LeaderRetry time.Duration
+	// PassInterval is the shortest time between two passes (default
+	// DefaultPassInterval): a pass costs O(jobs + devices) of the rollout,
+	// so one per report would make a rollout O(devices²).
+	PassInterval time.Duration
+	// StatusInterval is the shortest time between two publications of a
+	// rollout's status for job changes alone (default
+	// DefaultStatusInterval); the latest is always published.
+	StatusInterval time.Duration
 	// Audit appends an entry to tenant's audit chain inside tx, for the
 	// changes the engine decides itself (a threshold's pause, completion,
 	// the end of a rollback; actor "rollouts"). Nil: not audited.
@@ -68,6 +84,9 @@ type Engine struct {
 
 	statusMu   sync.Mutex
 	lastStatus map[rolloutKey][]byte
+	// statuses holds the rollouts whose status waits for its next
+	// publication (statusChanged), and when each was published last.
+	statuses statusQueue
 
 	mu          sync.Mutex
 	leaderSince time.Time // zero while not leading
@@ -105,7 +124,13 @@ func New(d Deps) *Engine {
 	if d.LeaderRetry <= 0 {
 		d.LeaderRetry = DefaultLeaderRetry
 	}
-	e := &Engine{Deps: d, wake: make(chan struct{}, 1), lastStatus: map[rolloutKey][]byte{}}
+	if d.PassInterval <= 0 {
+		d.PassInterval = DefaultPassInterval
+	}
+	if d.StatusInterval <= 0 {
+		d.StatusInterval = DefaultStatusInterval
+	}
+	e := &Engine{Deps: d, wake: make(chan struct{}, 1), lastStatus: map[rolloutKey][]byte{}, statuses: newStatusQueue()}
 	for range reportWorkers {
 		e.queues = append(e.queues, make(chan reportMsg, reportQueueDepth))
 	}
@@ -151,6 +176,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	for _, q := range e.queues {
 		wg.Go(func() { e.work(ctx, q) })
 	}
+	wg.Go(func() { e.publishStatuses(ctx) })
 	for {
 		lease, err := e.Store.TryLead(ctx, LeaseName)
 		if err != nil && ctx.Err() == nil {
@@ -182,6 +208,7 @@ func (e *Engine) lead(ctx context.Context, lease *store.Lease) {
 	e.resync.Store(false)
 	e.takeOver(ctx)
 	lastResync := time.Now()
+	var lastPass time.Time
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -194,6 +221,24 @@ func (e *Engine) lead(ctx context.Context, lease *store.Lease) {
 		case <-t.C:
 		case <-e.wake:
 		}
+		// Coalesce: every kick that arrives until the next pass starts is
+		// handled by it. A pass reads every job and device of a rollout,
+		// so one per report would cost O(devices²) per rollout.
+		if d := e.PassInterval - time.Since(lastPass); d > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-lease.Lost():
+				e.Log.Warn("rollout engine lost its leadership lease; stepping down")
+				return
+			case <-time.After(d):
+			}
+		}
+		select {
+		case <-e.wake: // covered by this pass
+		default:
+		}
+		lastPass = time.Now()
 		// Lost reports (Resync, a full report queue, a store failure)
 		// are asked for again, at most every resyncInterval: each pass
 		// notifies every open job, and the answers are more reports.
@@ -260,7 +305,7 @@ func (e *Engine) advanceAll(ctx context.Context) time.Time {
 	}
 	var next time.Time
 	for _, r := range rs {
-		due, err := e.advance(ctx, r.Tenant, r.ID)
+		due, err := e.advance(ctx, r.Tenant, r.ID, r.FleetID)
 		if err != nil {
 			if ctx.Err() == nil {
 				e.Log.Warn("rollout engine: advance", "tenant", r.Tenant, "rollout", r.ID, "error", err)
@@ -276,9 +321,19 @@ func (e *Engine) advanceAll(ctx context.Context) time.Time {
 
 // advance makes one pass over one rollout in one transaction, then
 // publishes what the pass decided: notifications, events, the status.
-func (e *Engine) advance(ctx context.Context, tenant, id string) (time.Time, error) {
+func (e *Engine) advance(ctx context.Context, tenant, id, fleet string) (time.Time, error) {
+	// The devices are read before the transaction, through a reader: the
+	// pass never locked them (on PostgreSQL they could change under it
+	// anyway), a change after this read is seen by the next pass (at most
+	// a Tick later; a job released to a device revoked meanwhile gets no
+	// key and is skipped by that pass), and SQLite's single writer is
+	// held only for the jobs.
+	devs, err := e.Store.ListRolloutCandidates(ctx, tenant, fleet)
+	if err != nil {
+		return time.Time{}, err
+	}
 	var p *pass
-	err := e.Store.WithTx(ctx, func(tx *store.Tx) error {
+	err = e.Store.WithTx(ctx, func(tx *store.Tx) error {
 		p = nil
 		r, err := tx.LockRollout(ctx, tenant, id)
 		if err != nil {
@@ -287,9 +342,8 @@ func (e *Engine) advance(ctx context.Context, tenant, id string) (time.Time, err
 		if r.State != store.RolloutRunning && r.State != store.RolloutRollingBack {
 			return nil
 		}
-		devs, err := tx.ListDevices(ctx, tenant, store.DeviceFilter{FleetID: r.FleetID})
-		if err != nil {
-			return err
+		if r.FleetID != fleet {
+			return fmt.Errorf("rollout %s: fleet %s, not %s", id, r.FleetID, fleet)
 		}
 		jobs, err := tx.ListRolloutJobs(ctx, tenant, id)
 		if err != nil {
@@ -298,7 +352,8 @@ func (e *Engine) advance(ctx context.Context, tenant, id string) (time.Time, err
 		e.mu.Lock()
 		since := e.leaderSince
 		e.mu.Unlock()
-		p = &pass{e: e, ctx: ctx, tx: tx, r: r, now: e.Now().UTC(), leaderSince: since, jobs: jobs, devices: map[string]store.Device{}}
+		p = &pass{e: e, ctx: ctx, tx: tx, r: r, now: e.Now().UTC(), leaderSince: since, jobs: jobs,
+			devices: make(map[string]store.RolloutCandidate, len(devs)), order: make([]string, 0, len(devs))}
 		for _, d := range devs {
 			p.devices[d.ID] = d
 			p.order = append(p.order, d.ID)
@@ -322,8 +377,13 @@ func (e *Engine) advance(ctx context.Context, tenant, id string) (time.Time, err
 	}
 	e.notify(p.notifies)
 	e.publishEvents(p.events)
-	if p.changed {
+	switch {
+	case p.moved:
+		// The rollout's own state or wave: watchers see it at once
+		// (and a finished rollout's last status is never left waiting).
 		e.publishStatus(ctx, tenant, id, false)
+	case p.changed:
+		e.statusChanged(tenant, id)
 	}
 	return p.next, nil
 }
@@ -351,14 +411,15 @@ type pass struct {
 	r           store.Rollout
 	now         time.Time
 	leaderSince time.Time
-	devices     map[string]store.Device
+	devices     map[string]store.RolloutCandidate
 	order       []string // device ids, oldest enrollment first
 	jobs        []store.RolloutDevice
 
 	notifies []store.RolloutDevice
 	events   []Event
 	audits   []auditEntry
-	changed  bool
+	changed  bool // jobs or the rollout changed: the status may have
+	moved    bool // the rollout's state or wave changed
 	next     time.Time
 }
 
@@ -442,7 +503,7 @@ func (p *pass) save(i int, next store.RolloutDevice) (bool, error) {
 
 // eligible says whether device d may get a job of this rollout now, and
 // if not, why.
-func (p *pass) eligible(d store.Device, needSelector bool) (bool, string, string) {
+func (p *pass) eligible(d store.RolloutCandidate, needSelector bool) (bool, string, string) {
 	switch {
 	case d.Status != store.DeviceEnrolled:
 		return false, wire.JobReasonDeviceRevoked, "the device is revoked"
@@ -542,7 +603,7 @@ func (p *pass) reconcileInstalls() error {
 // reconcileJob skips a pending job whose device is not eligible, makes a
 // skipped one pending again when it is, and skips a released job of a
 // revoked device (it can neither fetch nor report).
-func (p *pass) reconcileJob(i int, d store.Device, needSelector bool) error {
+func (p *pass) reconcileJob(i int, d store.RolloutCandidate, needSelector bool) error {
 	j := p.jobs[i]
 	ok, reason, detail := p.eligible(d, needSelector)
 	next := j
@@ -675,7 +736,7 @@ func (p *pass) setState(state store.RolloutState, wave int, typ, reason, detail 
 		p.audits = append(p.audits, auditEntry{action, map[string]any{"from": from, "to": r.State, "wave": r.CurrentWave,
 			"reason": reason, "detail": detail}})
 	}
-	p.changed = true
+	p.changed, p.moved = true, true
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"sync"
 	"time"
 
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
@@ -91,32 +92,34 @@ type RollbackStatus struct {
 	Skipped   int `json:"skipped"`
 }
 
-func newStatus(r store.Rollout, jobs []store.RolloutDevice) Status {
+// newStatus is r's status from the counts of its jobs
+// (store.CountRolloutJobs).
+func newStatus(r store.Rollout, counts []store.JobCount) Status {
 	st := Status{Schema: StatusSchema, Tenant: r.Tenant, RolloutID: r.ID, FleetID: r.FleetID, PackageID: r.PackageID,
 		PackageName: r.PackageName, PackageVersion: r.PackageVersion, State: string(r.State), Reason: r.Reason, Detail: r.Detail,
 		CurrentWave: r.CurrentWave, UpdatedAt: r.UpdatedAt}
-	for _, w := range store.RolloutWaves(r, jobs) {
+	for _, w := range store.RolloutWaveCounts(r, counts) {
 		st.Waves = append(st.Waves, WaveStatus{Index: w.Index, Percent: w.Percent, Size: w.Size, Pending: w.Pending,
 			InFlight: w.InFlight, Succeeded: w.Succeeded, Failed: w.Failed, Skipped: w.Skipped, Cancelled: w.Cancelled})
 	}
-	for _, j := range jobs {
-		if j.Kind != store.JobKindRollback {
+	for _, c := range counts {
+		if c.Kind != store.JobKindRollback || c.N <= 0 {
 			continue
 		}
 		if st.Rollback == nil {
 			st.Rollback = &RollbackStatus{}
 		}
 		switch {
-		case j.State == store.JobPending:
-			st.Rollback.Pending++
-		case j.State.Released():
-			st.Rollback.InFlight++
-		case j.State == store.JobSucceeded:
-			st.Rollback.Succeeded++
-		case j.State.Failure():
-			st.Rollback.Failed++
+		case c.State == store.JobPending:
+			st.Rollback.Pending += c.N
+		case c.State.Released():
+			st.Rollback.InFlight += c.N
+		case c.State == store.JobSucceeded:
+			st.Rollback.Succeeded += c.N
+		case c.State.Failure():
+			st.Rollback.Failed += c.N
 		default:
-			st.Rollback.Skipped++
+			st.Rollback.Skipped += c.N
 		}
 	}
 	return st
@@ -140,25 +143,117 @@ func (e *Engine) publishEvents(evs []Event) {
 	}
 }
 
-// publishStatus publishes the retained status of a rollout if it differs
-// from what this process published last (or force). It reads the rollout
-// afresh under a lock, so concurrent callers cannot leave an older status
-// retained after a newer one.
+// statusQueue is the set of rollouts whose status changed since it was
+// last published, and when each one's status was published last: job
+// changes (a report, a pass that released or timed out jobs) publish a
+// rollout's status at most every Deps.StatusInterval, the latest state
+// each time, so a 1,000-device rollout does not publish (and count) its
+// status a thousand times over.
+type statusQueue struct {
+	mu    sync.Mutex
+	dirty map[rolloutKey]bool
+	last  map[rolloutKey]time.Time // last publication of a rollout not finished
+	wake  chan struct{}
+}
+
+func newStatusQueue() statusQueue {
+	return statusQueue{dirty: map[rolloutKey]bool{}, last: map[rolloutKey]time.Time{}, wake: make(chan struct{}, 1)}
+}
+
+// statusChanged asks for the status of a rollout to be published: at
+// once if it was not published in the last StatusInterval, else when that
+// has passed (publishStatuses). It never blocks.
+func (e *Engine) statusChanged(tenant, id string) {
+	if e.Publish == nil {
+		return
+	}
+	q := &e.statuses
+	q.mu.Lock()
+	q.dirty[rolloutKey{tenant, id}] = true
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// publishStatuses publishes the statuses statusChanged asked for, each at
+// most every StatusInterval, until ctx ends; then it publishes those still
+// waiting, so the last change is never lost.
+func (e *Engine) publishStatuses(ctx context.Context) {
+	sq := &e.statuses
+	for {
+		var due <-chan time.Time
+		if wait := e.flushStatuses(ctx, false); wait > 0 {
+			due = time.After(wait)
+		}
+		select {
+		case <-ctx.Done():
+			// Best effort: a status that changed just before the shutdown
+			// is still published while the broker is up.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			e.flushStatuses(fctx, true)
+			cancel()
+			return
+		case <-sq.wake:
+		case <-due:
+		}
+	}
+}
+
+// flushStatuses publishes every status asked for whose StatusInterval has
+// passed (all of them if all), and returns how long until the next one
+// is due (0: none waits).
+func (e *Engine) flushStatuses(ctx context.Context, all bool) time.Duration {
+	sq := &e.statuses
+	now := time.Now()
+	var due []rolloutKey
+	var wait time.Duration
+	sq.mu.Lock()
+	for k := range sq.dirty {
+		if d := sq.last[k].Add(e.StatusInterval).Sub(now); d > 0 && !all {
+			if wait == 0 || d < wait {
+				wait = d
+			}
+			continue
+		}
+		due = append(due, k)
+		delete(sq.dirty, k)
+	}
+	sq.mu.Unlock()
+	for _, k := range due {
+		e.publishStatus(ctx, k.tenant, k.id, false)
+	}
+	return wait
+}
+
+// publishStatus publishes the retained status of a rollout now if it
+// differs from what this process published last (or force), and takes it
+// off the status queue. It reads the rollout afresh under a lock, so
+// concurrent callers cannot leave an older status retained after a newer
+// one.
 func (e *Engine) publishStatus(ctx context.Context, tenant, id string, force bool) {
 	if e.Publish == nil {
 		return
 	}
 	e.statusMu.Lock()
 	defer e.statusMu.Unlock()
+	k := rolloutKey{tenant, id}
+	sq := &e.statuses
+	sq.mu.Lock()
+	// Whatever changed until now is read below: a change after this
+	// point asks again.
+	delete(sq.dirty, k)
+	sq.mu.Unlock()
 	r, err := e.Store.GetRollout(ctx, tenant, id)
 	if err != nil {
 		return
 	}
-	jobs, err := e.Store.ListRolloutJobs(ctx, tenant, id)
+	counts, err := e.Store.CountRolloutJobs(ctx, tenant, id)
 	if err != nil {
 		return
 	}
-	st := newStatus(r, jobs)
+	st := newStatus(r, counts)
 	payload, err := json.Marshal(st)
 	if err != nil {
 		return
@@ -166,7 +261,6 @@ func (e *Engine) publishStatus(ctx context.Context, tenant, id string, force boo
 	// Compare without the time, which moves on every change of the row.
 	st.UpdatedAt = time.Time{}
 	key, _ := json.Marshal(st)
-	k := rolloutKey{tenant, id}
 	if !force && bytes.Equal(e.lastStatus[k], key) {
 		return
 	}
@@ -174,11 +268,15 @@ func (e *Engine) publishStatus(ctx context.Context, tenant, id string, force boo
 		e.Log.Warn("rollout status not published", "tenant", tenant, "rollout", id, "error", err)
 		return
 	}
+	sq.mu.Lock()
 	if r.State.Finished() {
 		// Forget finished rollouts (memory stays bounded); a late report
 		// of one publishes its status again.
 		delete(e.lastStatus, k)
+		delete(sq.last, k)
 	} else {
 		e.lastStatus[k] = key
+		sq.last[k] = time.Now()
 	}
+	sq.mu.Unlock()
 }

@@ -170,7 +170,7 @@ func (e *Engine) applyReport(ctx context.Context, m reportMsg) error {
 		}
 		if ev != nil {
 			e.publishEvents([]Event{*ev})
-			e.publishStatus(ctx, m.tenant, ev.RolloutID, false)
+			e.statusChanged(m.tenant, ev.RolloutID)
 			e.Kick()
 		}
 		return nil

@@ -711,33 +711,122 @@ func (w WaveCount) PassedThreshold(threshold int) bool {
 
 // RolloutWaves counts r's install jobs per wave.
 func RolloutWaves(r Rollout, jobs []RolloutDevice) []WaveCount {
+	out := newWaveCounts(r)
+	for _, j := range jobs {
+		addToWave(out, j.Kind, j.Wave, j.State, 1)
+	}
+	return sizeWaves(out)
+}
+
+// RolloutWaveCounts is RolloutWaves from the counts of
+// [Store.CountRolloutJobs] instead of the job rows.
+func RolloutWaveCounts(r Rollout, counts []JobCount) []WaveCount {
+	out := newWaveCounts(r)
+	for _, c := range counts {
+		addToWave(out, c.Kind, c.Wave, c.State, c.N)
+	}
+	return sizeWaves(out)
+}
+
+func newWaveCounts(r Rollout) []WaveCount {
 	out := make([]WaveCount, len(r.Waves))
 	for i, p := range r.Waves {
 		out[i] = WaveCount{Index: i, Percent: p}
 	}
-	for _, j := range jobs {
-		if j.Kind != JobKindInstall || j.Wave < 0 || j.Wave >= len(out) {
-			continue
-		}
-		w := &out[j.Wave]
-		switch {
-		case j.State == JobPending:
-			w.Pending++
-		case j.State.Released():
-			w.InFlight++
-		case j.State == JobSucceeded:
-			w.Succeeded++
-		case j.State.Failure():
-			w.Failed++
-		case j.State == JobSkipped:
-			w.Skipped++
-		case j.State == JobCancelled:
-			w.Cancelled++
-		}
+	return out
+}
+
+func addToWave(out []WaveCount, kind JobKind, wave int, state JobState, n int) {
+	if kind != JobKindInstall || wave < 0 || wave >= len(out) {
+		return
 	}
+	w := &out[wave]
+	switch {
+	case state == JobPending:
+		w.Pending += n
+	case state.Released():
+		w.InFlight += n
+	case state == JobSucceeded:
+		w.Succeeded += n
+	case state.Failure():
+		w.Failed += n
+	case state == JobSkipped:
+		w.Skipped += n
+	case state == JobCancelled:
+		w.Cancelled += n
+	}
+}
+
+func sizeWaves(out []WaveCount) []WaveCount {
 	for i := range out {
 		w := &out[i]
 		w.Size = w.Pending + w.InFlight + w.Succeeded + w.Failed
 	}
 	return out
+}
+
+// JobCount is how many jobs of a rollout have one kind, wave and state.
+type JobCount struct {
+	Kind  JobKind
+	Wave  int
+	State JobState
+	N     int
+}
+
+// CountRolloutJobs counts the jobs of a rollout of tenant by kind, wave
+// and state (one aggregate query, whatever the number of jobs; no row for
+// a combination that has none), ordered by kind, wave and state: what a
+// summary needs, without reading the jobs themselves.
+func (o *ops) CountRolloutJobs(ctx context.Context, tenant, rollout string) ([]JobCount, error) {
+	counts, err := queryAll(ctx, o, func(sc scanner) (JobCount, error) {
+		var c JobCount
+		if err := sc.Scan(&c.Kind, &c.Wave, &c.State, &c.N); err != nil {
+			return JobCount{}, mapErr(err)
+		}
+		return c, nil
+	}, `SELECT kind, wave, state, COUNT(*) FROM rollout_devices WHERE tenant_id = ? AND rollout_id = ?
+		GROUP BY kind, wave, state ORDER BY kind, wave, state`, tenant, rollout)
+	if err != nil {
+		return nil, fmt.Errorf("count the jobs of rollout %s: %w", rollout, err)
+	}
+	return counts, nil
+}
+
+// RolloutCandidate is what the rollout engine needs to know of a device of
+// the rollout's fleet to decide whether it gets (or keeps) a job: no keys,
+// no certificate.
+type RolloutCandidate struct {
+	ID          string
+	Status      DeviceStatus
+	Labels      map[string]string
+	Quarantined bool
+	CreatedAt   time.Time
+}
+
+// ListRolloutCandidates returns the devices of a fleet of tenant, oldest
+// enrollment first (as ListDevices orders them), with only the columns a
+// rollout's eligibility depends on: the engine reads them on every pass,
+// so it leaves the devices' key blobs alone.
+func (o *ops) ListRolloutCandidates(ctx context.Context, tenant, fleet string) ([]RolloutCandidate, error) {
+	out, err := queryAll(ctx, o, func(sc scanner) (RolloutCandidate, error) {
+		var c RolloutCandidate
+		var labels string
+		var created int64
+		var quarantined sql.NullBool
+		if err := sc.Scan(&c.ID, &c.Status, &labels, &created, &quarantined); err != nil {
+			return RolloutCandidate{}, mapErr(err)
+		}
+		if err := json.Unmarshal([]byte(labels), &c.Labels); err != nil {
+			return RolloutCandidate{}, fmt.Errorf("device %s: stored labels: %w", c.ID, err)
+		}
+		c.Labels = nonNil(c.Labels)
+		c.CreatedAt, c.Quarantined = fromMicros(created), quarantined.Bool
+		return c, nil
+	}, `SELECT id, status, labels, created_at,
+		(SELECT a.quarantined FROM attestation_state a WHERE a.tenant_id = devices.tenant_id AND a.device_id = devices.id)
+		FROM devices WHERE tenant_id = ? AND fleet_id = ? ORDER BY created_at, id`, tenant, fleet)
+	if err != nil {
+		return nil, fmt.Errorf("devices of fleet %s: %w", fleet, err)
+	}
+	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -371,4 +372,123 @@ func TestLeaseExclusive(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRolloutJobCountsAndCandidates: the engine's light reads — the jobs
+// counted by kind, wave and state, and the fleet's devices without their
+// keys — agree with the full rows on both databases.
+func TestRolloutJobCountsAndCandidates(t *testing.T) {
+	t.Parallel()
+	forEachBackendClock(t, func(t *testing.T, s *Store, clk *clock) {
+		ctx := context.Background()
+		fx := mustFixture(t, s, "acme")
+		p := mustPackage(t, s, "acme", "resnet", "1.2.0")
+		r, err := s.CreateRollout(ctx, "acme", newRollout(fx, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts, err := s.CountRolloutJobs(ctx, "acme", r.ID)
+		if err != nil || len(counts) != 0 {
+			t.Fatalf("counts of no jobs = %+v, %v", counts, err)
+		}
+		var devs []Device
+		for i := range 7 {
+			devs = append(devs, mustDevice(t, s, "acme", fx.fleet.ID, fmt.Sprintf("ek%d", i)))
+			clk.Advance(time.Second)
+		}
+		other := mustFixture(t, s, "globex")
+		mustDevice(t, s, "globex", other.fleet.ID, "ek-other")
+		var add []RolloutDevice
+		for i, d := range devs {
+			add = append(add, RolloutDevice{DeviceID: d.ID, Kind: JobKindInstall, Wave: min(i/2, 2), State: JobPending})
+		}
+		add[6].State, add[6].Reason = JobSkipped, "QUARANTINED"
+		jobs, err := s.AddRolloutJobs(ctx, "acme", r.ID, add)
+		if err != nil {
+			t.Fatal(err)
+		}
+		move := func(j RolloutDevice, to JobState) RolloutDevice {
+			t.Helper()
+			next := j
+			next.State = to
+			if to == JobNotified {
+				next.Attempt = j.Attempt + 1
+			}
+			saved, err := s.SaveJob(ctx, next, j.State, j.Attempt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return saved
+		}
+		jobs[0] = move(move(jobs[0], JobNotified), JobSucceeded)
+		jobs[1] = move(move(jobs[1], JobNotified), JobFailed)
+		jobs[2] = move(move(jobs[2], JobNotified), JobInProgress)
+		jobs[3] = move(jobs[3], JobNotified)
+		if _, err := s.AddRolloutJobs(ctx, "acme", r.ID, []RolloutDevice{
+			{DeviceID: devs[0].ID, Kind: JobKindRollback, Wave: 0, State: JobPending},
+			{DeviceID: devs[1].ID, Kind: JobKindRollback, Wave: 0, State: JobSkipped},
+		}); err != nil {
+			t.Fatal(err)
+		}
+
+		counts, err = s.CountRolloutJobs(ctx, "acme", r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []JobCount{
+			{JobKindInstall, 0, JobFailed, 1}, {JobKindInstall, 0, JobSucceeded, 1},
+			{JobKindInstall, 1, JobInProgress, 1}, {JobKindInstall, 1, JobNotified, 1},
+			{JobKindInstall, 2, JobPending, 2}, {JobKindInstall, 2, JobSkipped, 1},
+			{JobKindRollback, 0, JobPending, 1}, {JobKindRollback, 0, JobSkipped, 1},
+		}
+		if !reflect.DeepEqual(counts, want) {
+			t.Errorf("counts = %+v\nwant     %+v", counts, want)
+		}
+		all, err := s.ListRolloutJobs(ctx, "acme", r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := RolloutWaveCounts(r, counts), RolloutWaves(r, all); !reflect.DeepEqual(got, want) {
+			t.Errorf("waves from counts = %+v\nfrom the rows     %+v", got, want)
+		}
+		if counts, err := s.CountRolloutJobs(ctx, "globex", r.ID); err != nil || len(counts) != 0 {
+			t.Errorf("counts across tenants = %+v, %v", counts, err)
+		}
+
+		// Candidates: every device of the fleet, oldest first, with what
+		// eligibility needs.
+		if err := s.SetQuarantined(ctx, "acme", devs[2].ID, true); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetQuarantined(ctx, "acme", devs[3].ID, false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.RevokeDevice(ctx, "acme", devs[4].ID); err != nil {
+			t.Fatal(err)
+		}
+		cands, err := s.ListRolloutCandidates(ctx, "acme", fx.fleet.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		full, err := s.ListDevices(ctx, "acme", DeviceFilter{FleetID: fx.fleet.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cands) != len(devs) || len(full) != len(devs) {
+			t.Fatalf("candidates %d, devices %d, want %d", len(cands), len(full), len(devs))
+		}
+		for i, c := range cands {
+			d := full[i]
+			want := RolloutCandidate{ID: d.ID, Status: d.Status, Labels: d.Labels, Quarantined: d.Quarantined, CreatedAt: d.CreatedAt}
+			if !reflect.DeepEqual(c, want) {
+				t.Errorf("candidate %d = %+v, want %+v", i, c, want)
+			}
+		}
+		if !cands[2].Quarantined || cands[3].Quarantined || cands[4].Status != DeviceRevoked || cands[0].Status != DeviceEnrolled {
+			t.Errorf("candidates = %+v", cands)
+		}
+		if cands, err := s.ListRolloutCandidates(ctx, "globex", fx.fleet.ID); err != nil || len(cands) != 0 {
+			t.Errorf("candidates across tenants = %+v, %v", cands, err)
+		}
+	})
 }
