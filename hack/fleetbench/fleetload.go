@@ -130,27 +130,27 @@ type loadRun struct {
 	// received, evidence published, verdicts the operator received for
 	// it (paired by the challenge they answer), lost = evidence −
 	// verdicts after a grace period.
-	Challenges     int        `json:"challenges"`
-	Evidence       int        `json:"evidence"`
-	Verdicts       int        `json:"verdicts"`
-	Lost           int        `json:"lost_verdicts"`
-	VerdictSteady  pctStats   `json:"verdict_latency_steady"`
-	VerdictRollout pctStats   `json:"verdict_latency_rollout"`
-	VerdictAll     pctStats   `json:"verdict_latency_all"`
-	EvidencePerS   float64    `json:"evidence_per_s"`
-	NotTrusted     int        `json:"not_trusted"`
-	FirstNot       string     `json:"first_not_trusted,omitempty"`
-	Unmatched      int        `json:"unmatched_verdicts"`
-	ChallengeGapS  [2]float64 `json:"challenge_gap_mean_max_s"`
+	Challenges     int          `json:"challenges"`
+	Evidence       int          `json:"evidence"`
+	Verdicts       int          `json:"verdicts"`
+	Lost           int          `json:"lost_verdicts"`
+	VerdictSteady  latencyStats `json:"verdict_latency_steady"`
+	VerdictRollout latencyStats `json:"verdict_latency_rollout"`
+	VerdictAll     latencyStats `json:"verdict_latency_all"`
+	EvidencePerS   float64      `json:"evidence_per_s"`
+	NotTrusted     int          `json:"not_trusted"`
+	FirstNot       string       `json:"first_not_trusted,omitempty"`
+	Unmatched      int          `json:"unmatched_verdicts"`
+	ChallengeGapS  [2]float64   `json:"challenge_gap_mean_max_s"`
 
 	// Telemetry: heartbeats published in the steady and rollout phases and
 	// those the operator (subscribed to devices/+/telemetry) received.
-	TelemetrySent  int      `json:"telemetry_sent"`
-	TelemetryRecv  int      `json:"telemetry_received"`
-	TelemetryLost  int      `json:"telemetry_lost"`
-	TelemetryBytes int      `json:"telemetry_payload_bytes"`
-	TelemetryPerS  float64  `json:"telemetry_per_s"`
-	TelemetryLat   pctStats `json:"telemetry_latency"`
+	TelemetrySent  int          `json:"telemetry_sent"`
+	TelemetryRecv  int          `json:"telemetry_received"`
+	TelemetryLost  int          `json:"telemetry_lost"`
+	TelemetryBytes int          `json:"telemetry_payload_bytes"`
+	TelemetryPerS  float64      `json:"telemetry_per_s"`
+	TelemetryLat   latencyStats `json:"telemetry_latency"`
 
 	// The rollout. Job latency, per device: from the control plane
 	// releasing the job (notified_at: cmd/job published) to it recording
@@ -163,13 +163,13 @@ type loadRun struct {
 	RolloutWallS   float64        `json:"rollout_wall_s"`
 	Succeeded      int            `json:"succeeded"`
 	NotDone        int            `json:"not_succeeded"`
-	Job            pctStats       `json:"job_latency"`
-	JobQueue       pctStats       `json:"job_queue"`
-	JobEndToEnd    pctStats       `json:"job_created_to_finished"`
+	Job            latencyStats   `json:"job_latency"`
+	JobQueue       latencyStats   `json:"job_queue"`
+	JobEndToEnd    latencyStats   `json:"job_created_to_finished"`
 	WaveStats      []waveStat     `json:"waves_measured"`
 	Grants         int            `json:"key_grants"`
 	GrantsRefused  int            `json:"key_grants_refused"`
-	Grant          pctStats       `json:"key_grant_latency"`
+	Grant          latencyStats   `json:"key_grant_latency"`
 	ServedMiB      float64        `json:"served_mib"`
 	Renotified     int64          `json:"renotified"`
 	Resumed        int64          `json:"downloads_resumed"`
@@ -191,19 +191,6 @@ type phaseStats struct {
 	Machine  float64    `json:"machine_busy_pct"` // of all cores (/proc/stat)
 	LoadGen  float64    `json:"loadgen_cpu_pct"`  // this process, of one core
 	LoadAvg1 [3]float64 `json:"loadavg_1m_min_mean_max"`
-}
-
-// pctStats summarises latencies in milliseconds.
-type pctStats struct {
-	N     int     `json:"n"`
-	P50Ms float64 `json:"p50_ms"`
-	P90Ms float64 `json:"p90_ms"`
-	P99Ms float64 `json:"p99_ms"`
-	MaxMs float64 `json:"max_ms"`
-}
-
-func percentiles(ds []time.Duration) pctStats {
-	return pctStats{N: len(ds), P50Ms: ms(pct(ds, 50)), P90Ms: ms(pct(ds, 90)), P99Ms: ms(pct(ds, 99)), MaxMs: ms(pct(ds, 100))}
 }
 
 // waveStat is one wave: its jobs and the span from the first release to
@@ -781,7 +768,7 @@ func (lf *loadFleet) collect(r client.Rollout, rolloutAt time.Duration, res *loa
 		res.ChallengeGapS = [2]float64{(sum / time.Duration(len(tr.gaps))).Seconds(), slices.Max(tr.gaps).Seconds()}
 	}
 	tr.mu.Unlock()
-	res.VerdictSteady, res.VerdictRollout, res.VerdictAll = percentiles(steady), percentiles(during), percentiles(all)
+	res.VerdictSteady, res.VerdictRollout, res.VerdictAll = latencies(steady), latencies(during), latencies(all)
 	measured := res.Steady.Seconds + res.RolloutPhase.Seconds
 	if measured > 0 {
 		res.EvidencePerS = float64(res.Evidence) / measured
@@ -792,7 +779,7 @@ func (lf *loadFleet) collect(r client.Rollout, rolloutAt time.Duration, res *loa
 	res.TelemetrySent, res.TelemetryRecv = tel.sent, tel.recv
 	res.TelemetryLost = tel.sent - tel.recv
 	res.TelemetryBytes = tel.bytes
-	res.TelemetryLat = percentiles(tel.lat)
+	res.TelemetryLat = latencies(tel.lat)
 	tel.mu.Unlock()
 	if measured > 0 {
 		res.TelemetryPerS = float64(res.TelemetrySent) / measured
@@ -835,7 +822,7 @@ func (lf *loadFleet) collect(r client.Rollout, rolloutAt time.Duration, res *loa
 		}
 	}
 	res.NotDone = res.Devices - res.Succeeded
-	res.Job, res.JobQueue, res.JobEndToEnd = percentiles(job), percentiles(queue), percentiles(e2e)
+	res.Job, res.JobQueue, res.JobEndToEnd = latencies(job), latencies(queue), latencies(e2e)
 	for i := range len(r.Waves) {
 		if w := waves[i]; w != nil {
 			res.WaveStats = append(res.WaveStats, waveStat{Index: i, Size: w.size, S: w.last.Sub(w.first).Seconds()})
@@ -845,7 +832,7 @@ func (lf *loadFleet) collect(r client.Rollout, rolloutAt time.Duration, res *loa
 	rb := lf.rb
 	rb.mu.Lock()
 	res.Grants, res.GrantsRefused = len(rb.grantLat), rb.grantRefused
-	res.Grant = percentiles(rb.grantLat)
+	res.Grant = latencies(rb.grantLat)
 	res.ServedMiB = float64(rb.servedBytes) / (1 << 20)
 	rb.mu.Unlock()
 	res.Renotified, res.Resumed = rb.renotified.Load(), rb.resumed.Load()
@@ -1186,7 +1173,7 @@ func printLoad(w io.Writer, r fleetLoadResult) {
 	cpu := func(p phaseStats) string {
 		return fmt.Sprintf("%s %% (%s user + %s sys CPU-s / %s s)", f1(p.CPUPct), f1(p.UserS), f1(p.SysS), f1(p.Seconds))
 	}
-	lat := func(p pctStats) string {
+	lat := func(p latencyStats) string {
 		if p.N == 0 {
 			return "-"
 		}

@@ -137,7 +137,7 @@ func TestTelemetryTracker(t *testing.T) {
 func TestLoadRunFailures(t *testing.T) {
 	ok := loadRun{Devices: 10, OnlineAfterSync: 10, OnlineAtEnd: 10, Evidence: 400, Verdicts: 398, Lost: 2,
 		TelemetrySent: 1000, TelemetryRecv: 1000, RolloutState: "completed", Succeeded: 10,
-		VerdictAll: pctStats{P99Ms: 5000}, Job: pctStats{P99Ms: 60000}}
+		VerdictAll: latencyStats{P99Ms: 5000}, Job: latencyStats{P99Ms: 60000}}
 	if f := ok.failures(); len(f) != 0 {
 		t.Fatalf("a slow but complete run failed: %v", f)
 	}

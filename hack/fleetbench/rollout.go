@@ -216,12 +216,13 @@ type burstResult struct {
 type latencyStats struct {
 	N     int     `json:"n"`
 	P50Ms float64 `json:"p50_ms"`
+	P90Ms float64 `json:"p90_ms"`
 	P99Ms float64 `json:"p99_ms"`
 	MaxMs float64 `json:"max_ms"`
 }
 
 func latencies(ds []time.Duration) latencyStats {
-	return latencyStats{N: len(ds), P50Ms: ms(pct(ds, 50)), P99Ms: ms(pct(ds, 99)), MaxMs: ms(pct(ds, 100))}
+	return latencyStats{N: len(ds), P50Ms: ms(pct(ds, 50)), P90Ms: ms(pct(ds, 90)), P99Ms: ms(pct(ds, 99)), MaxMs: ms(pct(ds, 100))}
 }
 
 // stepStat is one step of the agent's pipeline.
