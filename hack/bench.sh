@@ -33,7 +33,7 @@ bench_inference() {
 	echo "bench: inference API vs direct ONNX Runtime (agent/internal/inferapi)"
 	mkdir -p .bench
 	{
-		go test -run '^$' -bench 'InferenceAPI|HandlerOverhead' -benchtime "${BENCH_INFER_N:-2000}x" ./agent/internal/inferapi/
+		go test -run '^$' -bench 'InferenceAPI|HandlerOverhead|RoundTripNop' -benchtime "${BENCH_INFER_N:-2000}x" ./agent/internal/inferapi/
 		go test -run '^$' -bench 'ModelMemory' -benchtime 1x ./agent/internal/inferapi/
 	} | tee .bench/inference.txt
 }

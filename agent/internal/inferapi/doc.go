@@ -12,8 +12,11 @@
 // A model's name is its package's name and its version the package
 // version; the agent serves one model, the active slot's. Tensors are
 // JSON with FP32 or INT64 data, flat (row-major) or nested as the shape
-// says; the datatype must be the model's. The binary tensor data extension
-// is not supported and is refused with 400.
+// says, or raw little-endian bytes after the JSON with the binary tensor
+// data extension (binary_tensor_data: Inference-Header-Content-Length and
+// binary_data_size, binary_data, binary_data_output); the datatype must
+// be the model's. Binary sizes must match the shapes and add up to the
+// body exactly.
 //
 // Errors are {"error":"message"} with the status saying whose fault it is:
 // 400 for a request that does not fit the model (unknown input, wrong

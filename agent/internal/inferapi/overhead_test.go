@@ -1,6 +1,7 @@
 package inferapi_test
 
 import (
+	"bytes"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -36,6 +37,23 @@ func BenchmarkHandlerOverhead(b *testing.B) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("POST", "/v2/models/m/infer", strings.NewReader(body)))
 		if rec.Code != 200 {
+			b.Fatal(rec.Body.String())
+		}
+	}
+}
+
+// BenchmarkHandlerOverheadBinary is BenchmarkHandlerOverhead with the
+// binary tensor data extension in and out.
+func BenchmarkHandlerOverheadBinary(b *testing.B) {
+	h := inferapi.NewHandler(inferapi.Config{Source: &source{m: &inferapi.Served{Name: "m", Version: "1", Model: nopModel{}}}, Stats: inference.NewStats()})
+	body, hdr := binaryRequestBody(onnxmodel.RandomInputs(784, 1))
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("POST", "/v2/models/m/infer", bytes.NewReader(body))
+		req.Header.Set("Inference-Header-Content-Length", hdr)
+		h.ServeHTTP(rec, req)
+		if rec.Code != 200 || rec.Header().Get("Inference-Header-Content-Length") == "" {
 			b.Fatal(rec.Body.String())
 		}
 	}

@@ -1,8 +1,10 @@
 package inferapi_test
 
 import (
+	"bytes"
 	"context"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +35,37 @@ func BenchmarkRoundTripNop(b *testing.B) {
 	body := requestBody(onnxmodel.RandomInputs(784, 1))
 	for b.Loop() {
 		resp, err := c.Post("http://a/v2/models/m/infer", "application/json", strings.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}
+
+// BenchmarkRoundTripNopBinary is BenchmarkRoundTripNop with the binary
+// tensor data extension in and out.
+func BenchmarkRoundTripNopBinary(b *testing.B) {
+	dir, _ := os.MkdirTemp("", "tgrtt")
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "s")
+	l, err := inferapi.ListenUnix(sock, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := inferapi.NewHandler(inferapi.Config{Source: &source{m: &inferapi.Served{Name: "m", Version: "1", Model: nopModel{}}}, Stats: inference.NewStats()})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go inferapi.Serve(ctx, h, time.Second, l)
+	c := unixClient(sock)
+	body, hdr := binaryRequestBody(onnxmodel.RandomInputs(784, 1))
+	for b.Loop() {
+		req, err := http.NewRequest("POST", "http://a/v2/models/m/infer", bytes.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		req.Header.Set("Inference-Header-Content-Length", hdr)
+		resp, err := c.Do(req)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -85,7 +85,7 @@ func NewHandler(cfg Config) http.Handler {
 }
 
 func (s *server) metadata(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"name": "tg-agent", "version": s.cfg.ServerVersion, "extensions": []string{}})
+	writeJSON(w, http.StatusOK, map[string]any{"name": "tg-agent", "version": s.cfg.ServerVersion, "extensions": []string{extensionBinary}})
 }
 
 func (s *server) serverReady(w http.ResponseWriter, _ *http.Request) {
@@ -207,22 +207,28 @@ func (s *server) infer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "read the request: %v", err)
 		return
 	}
-	req, err := parseRequest(body)
+	jsonPart, binPart, err := splitBody(r.Header, body)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "malformed inference request: %v", err)
 		return
 	}
-	if binaryRequested(req.Parameters) {
-		writeError(w, http.StatusBadRequest, "the binary tensor data extension is not supported; send JSON data")
+	req, err := parseRequest(jsonPart)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "malformed inference request: %v", err)
+		return
+	}
+	plan, err := planBinary(req, binPart, len(r.Header.Values(headerContentLength)) > 0)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "malformed inference request: %v", err)
 		return
 	}
 	s.withModel(w, r, func(m Served) error {
-		inputs, err := s.decodeInputs(req.Inputs, m.Model.Inputs())
+		inputs, err := s.decodeInputs(req.Inputs, plan.inputs, m.Model.Inputs())
 		if err != nil {
 			s.observe(m, 0, true)
 			return statusf(http.StatusBadRequest, "%v", err)
 		}
-		want, err := requestedOutputs(req, m.Model.Outputs())
+		want, err := requestedOutputs(req, plan, m.Model.Outputs())
 		if err != nil {
 			s.observe(m, 0, true)
 			return statusf(http.StatusBadRequest, "%v", err)
@@ -236,11 +242,16 @@ func (s *server) infer(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return err
 		}
-		body, err := encodeResponse(m, req.ID, want, out)
+		body, jsonLen, err := encodeResponse(m, req.ID, want, out)
 		if err != nil {
 			return err
 		}
-		w.Header().Set("Content-Type", "application/json")
+		if slices.ContainsFunc(want, func(o wantedOutput) bool { return o.binary }) {
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Header().Set(headerContentLength, strconv.Itoa(jsonLen))
+		} else {
+			w.Header().Set("Content-Type", "application/json")
+		}
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(body)
@@ -254,27 +265,18 @@ func (s *server) observe(m Served, d time.Duration, failed bool) {
 	}
 }
 
-// binaryRequested reports whether the request asks for the binary data
-// extension (binary_data_output or binary_data_size).
-func binaryRequested(params json.RawMessage) bool {
-	return bytes.Contains(params, []byte(`"binary_data`))
-}
-
 // decodeInputs turns the request's tensors into the model's: every model
 // input given once, nothing else, the model's datatype, data matching the
-// shape.
-func (s *server) decodeInputs(reqs []inputTensor, infos []inference.TensorInfo) (map[string]inference.Tensor, error) {
+// shape. bin holds each input's binary data (nil: the input is JSON).
+func (s *server) decodeInputs(reqs []inputTensor, bin []*[]byte, infos []inference.TensorInfo) (map[string]inference.Tensor, error) {
 	out := make(map[string]inference.Tensor, len(reqs))
-	for _, t := range reqs {
+	for k, t := range reqs {
 		i := slices.IndexFunc(infos, func(in inference.TensorInfo) bool { return in.Name == t.Name })
 		if i < 0 {
 			return nil, fmt.Errorf("unknown input %q (the model's inputs: %s)", t.Name, names(infos))
 		}
 		if _, dup := out[t.Name]; dup {
 			return nil, fmt.Errorf("input %q given twice", t.Name)
-		}
-		if binaryRequested(t.Parameters) {
-			return nil, errors.New("the binary tensor data extension is not supported; send JSON data")
 		}
 		info := infos[i]
 		if t.DataType != string(info.DataType) {
@@ -289,6 +291,14 @@ func (s *server) decodeInputs(reqs []inputTensor, infos []inference.TensorInfo) 
 		}
 		if n == 0 {
 			return nil, fmt.Errorf("input %q: empty tensors (a 0 in shape %v) are not served", t.Name, t.Shape)
+		}
+		if bin[k] != nil {
+			tensor, err := decodeBinary(*bin[k], info.DataType, t.Shape, n)
+			if err != nil {
+				return nil, fmt.Errorf("input %q: %v", t.Name, err)
+			}
+			out[t.Name] = tensor
+			continue
 		}
 		tensor := inference.Tensor{Shape: t.Shape}
 		switch info.DataType {
@@ -312,24 +322,29 @@ func (s *server) decodeInputs(reqs []inputTensor, infos []inference.TensorInfo) 
 	return out, nil
 }
 
-func requestedOutputs(req inferRequest, infos []inference.TensorInfo) ([]string, error) {
+// wantedOutput is an output to return, and whether in binary.
+type wantedOutput struct {
+	name   string
+	binary bool
+}
+
+// requestedOutputs lists the outputs to return: those the request names
+// (the first mention of a name counts), or all of the model's.
+func requestedOutputs(req inferRequest, plan binaryPlan, infos []inference.TensorInfo) ([]wantedOutput, error) {
 	if len(req.Outputs) == 0 {
-		all := make([]string, len(infos))
+		all := make([]wantedOutput, len(infos))
 		for i, in := range infos {
-			all[i] = in.Name
+			all[i] = wantedOutput{name: in.Name, binary: plan.wantBinary(-1)}
 		}
 		return all, nil
 	}
-	var want []string
-	for _, o := range req.Outputs {
+	var want []wantedOutput
+	for i, o := range req.Outputs {
 		if !slices.ContainsFunc(infos, func(in inference.TensorInfo) bool { return in.Name == o.Name }) {
 			return nil, fmt.Errorf("unknown output %q (the model's outputs: %s)", o.Name, names(infos))
 		}
-		if binaryRequested(o.Parameters) {
-			return nil, errors.New("the binary tensor data extension is not supported; send JSON data")
-		}
-		if !slices.Contains(want, o.Name) {
-			want = append(want, o.Name)
+		if !slices.ContainsFunc(want, func(w wantedOutput) bool { return w.name == o.Name }) {
+			want = append(want, wantedOutput{name: o.Name, binary: plan.wantBinary(i)})
 		}
 	}
 	return want, nil
@@ -348,8 +363,10 @@ func names(infos []inference.TensorInfo) string {
 
 // encodeResponse writes the v2 response by hand: the data arrays are most
 // of it, and strconv on a reused buffer is several times faster than
-// reflection.
-func encodeResponse(m Served, id string, want []string, out map[string]inference.Tensor) ([]byte, error) {
+// reflection. Outputs wanted in binary carry their binary_data_size in the
+// JSON and their bytes after it, in the same order; jsonLen is the JSON
+// part's length (all of it when no output is binary).
+func encodeResponse(m Served, id string, want []wantedOutput, out map[string]inference.Tensor) (body []byte, jsonLen int, err error) {
 	b := make([]byte, 0, 256)
 	b = append(b, `{"model_name":`...)
 	b = strconv.AppendQuote(b, m.Name)
@@ -360,10 +377,12 @@ func encodeResponse(m Served, id string, want []string, out map[string]inference
 		b = strconv.AppendQuote(b, id)
 	}
 	b = append(b, `,"outputs":[`...)
-	for i, name := range want {
+	binBytes, anyBinary := 0, false
+	for i, o := range want {
+		name := o.name
 		t, ok := out[name]
 		if !ok {
-			return nil, fmt.Errorf("the backend returned no output %q", name)
+			return nil, 0, fmt.Errorf("the backend returned no output %q", name)
 		}
 		if i > 0 {
 			b = append(b, ',')
@@ -379,12 +398,30 @@ func encodeResponse(m Served, id string, want []string, out map[string]inference
 			}
 			b = strconv.AppendInt(b, d, 10)
 		}
+		if o.binary {
+			b = append(b, `],"parameters":{"binary_data_size":`...)
+			b = strconv.AppendInt(b, int64(binarySize(t)), 10)
+			b = append(b, "}}"...)
+			binBytes += binarySize(t)
+			anyBinary = true
+			continue
+		}
 		b = append(b, `],"data":[`...)
 		b = appendData(b, t)
 		b = append(b, "]}"...)
 	}
 	b = append(b, "]}"...)
-	return b, nil
+	jsonLen = len(b)
+	if !anyBinary {
+		return b, jsonLen, nil
+	}
+	b = slices.Grow(b, binBytes)
+	for _, o := range want {
+		if o.binary {
+			b = appendBinary(b, out[o.name])
+		}
+	}
+	return b, jsonLen, nil
 }
 
 // appendData writes the elements; NaN and ±Inf, which JSON cannot carry,
