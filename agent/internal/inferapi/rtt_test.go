@@ -16,12 +16,15 @@ import (
 	"github.com/tensorguard/tensorguardflow/cgo/onnxruntime/onnxmodel"
 )
 
-// BenchmarkRoundTripNop is one request over the Unix socket (HTTP, the
-// 784-value JSON input, the handler) to a model that does nothing: the
-// API's whole fixed cost, which BenchmarkInferenceAPI adds to a model's.
-func BenchmarkRoundTripNop(b *testing.B) {
-	dir, _ := os.MkdirTemp("", "tgrtt")
-	defer os.RemoveAll(dir)
+// serveNop serves a model that does nothing over a Unix socket until b
+// ends and returns a client of it.
+func serveNop(b *testing.B) *http.Client {
+	b.Helper()
+	dir, err := os.MkdirTemp("", "tgrtt") // short: a socket path has 108 bytes
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "s")
 	l, err := inferapi.ListenUnix(sock, "")
 	if err != nil {
@@ -29,9 +32,16 @@ func BenchmarkRoundTripNop(b *testing.B) {
 	}
 	h := inferapi.NewHandler(inferapi.Config{Source: &source{m: &inferapi.Served{Name: "m", Version: "1", Model: nopModel{}}}, Stats: inference.NewStats()})
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	b.Cleanup(cancel)
 	go inferapi.Serve(ctx, h, time.Second, l)
-	c := unixClient(sock)
+	return unixClient(sock)
+}
+
+// BenchmarkRoundTripNop is one request over the Unix socket (HTTP, the
+// 784-value JSON input, the handler) to a model that does nothing: the
+// API's whole fixed cost, which BenchmarkInferenceAPI adds to a model's.
+func BenchmarkRoundTripNop(b *testing.B) {
+	c := serveNop(b)
 	body := requestBody(onnxmodel.RandomInputs(784, 1))
 	for b.Loop() {
 		resp, err := c.Post("http://a/v2/models/m/infer", "application/json", strings.NewReader(body))
@@ -46,18 +56,7 @@ func BenchmarkRoundTripNop(b *testing.B) {
 // BenchmarkRoundTripNopBinary is BenchmarkRoundTripNop with the binary
 // tensor data extension in and out.
 func BenchmarkRoundTripNopBinary(b *testing.B) {
-	dir, _ := os.MkdirTemp("", "tgrtt")
-	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "s")
-	l, err := inferapi.ListenUnix(sock, "")
-	if err != nil {
-		b.Fatal(err)
-	}
-	h := inferapi.NewHandler(inferapi.Config{Source: &source{m: &inferapi.Served{Name: "m", Version: "1", Model: nopModel{}}}, Stats: inference.NewStats()})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go inferapi.Serve(ctx, h, time.Second, l)
-	c := unixClient(sock)
+	c := serveNop(b)
 	body, hdr := binaryRequestBody(onnxmodel.RandomInputs(784, 1))
 	for b.Loop() {
 		req, err := http.NewRequest("POST", "http://a/v2/models/m/infer", bytes.NewReader(body))

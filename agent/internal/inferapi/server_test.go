@@ -394,22 +394,8 @@ func FuzzInferBody(f *testing.F) {
 // token ids in, logits out, compared with the Go reference; token ids the
 // model cannot take are 400s, not crashes.
 func TestInferLM(t *testing.T) {
-	onnxruntimetest.Init(t)
 	cfg := onnxmodel.LMConfig{Vocab: 256, Context: 16, Dim: 32, Layers: 2, Heads: 4, FF: 64}
-	lm, err := onnxmodel.NewLM(cfg, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := lm.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := (&inference.ONNXRuntime{}).Load(map[string][]byte{"lm.onnx": b}, inference.Meta{Name: "lm", Version: "0.1.0", Runtime: "onnx", Model: "lm.onnx"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	h := inferapi.NewHandler(inferapi.Config{Source: &source{m: &inferapi.Served{Name: "lm", Version: "0.1.0", Model: m}}})
+	h, lm := loadLM(t, cfg)
 	tokens := [][]int64{{'h', 'e', 'l', 'l', 'o', ',', ' ', 'w'}, {'e', 'd', 'g', 'e', ' ', 'M', 'L', '!'}}
 	want, err := lm.Forward(tokens)
 	if err != nil {
