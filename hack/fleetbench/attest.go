@@ -601,25 +601,10 @@ func deviceLoop(d *simDevice, tr *attestTracker) {
 	topic := mqttacl.AttestationTopic(tenant, d.id)
 	var n int
 	for {
-		typ, flags, body, err := d.mc.readPacket()
+		_, payload, recv, err := d.mc.nextPublish()
 		if err != nil {
 			tr.connLost(d.id, err)
 			return
-		}
-		if typ != pktPublish {
-			continue // PUBACK of our evidence, PINGRESP
-		}
-		recv := time.Now()
-		_, id, payload, err := parsePublish(flags, body)
-		if err != nil {
-			tr.connLost(d.id, err)
-			return
-		}
-		if id != 0 {
-			if err := d.mc.write(pubackPacket(id)); err != nil {
-				tr.connLost(d.id, err)
-				return
-			}
 		}
 		var ch wire.AttestChallenge
 		if err := json.Unmarshal(payload, &ch); err != nil || ch.Schema != wire.AttestChallengeSchema {
@@ -649,22 +634,10 @@ func deviceLoop(d *simDevice, tr *attestTracker) {
 // operatorLoop receives the fleet's verdicts.
 func operatorLoop(op *mqttConn, tr *attestTracker) {
 	for {
-		typ, flags, body, err := op.readPacket()
+		_, payload, recv, err := op.nextPublish()
 		if err != nil {
 			tr.connLost("operator", err)
 			return
-		}
-		if typ != pktPublish {
-			continue
-		}
-		recv := time.Now()
-		_, id, payload, err := parsePublish(flags, body)
-		if err != nil {
-			tr.connLost("operator", err)
-			return
-		}
-		if id != 0 {
-			_ = op.write(pubackPacket(id))
 		}
 		var v wire.Verdict
 		if err := json.Unmarshal(payload, &v); err != nil || v.Schema != wire.VerdictSchema {

@@ -843,22 +843,10 @@ func (lf *loadFleet) collect(r client.Rollout, rolloutAt time.Duration, res *loa
 func (lf *loadFleet) operatorLoop() {
 	op := lf.op
 	for {
-		typ, flags, body, err := op.readPacket()
+		topic, payload, recv, err := op.nextPublish()
 		if err != nil {
 			lf.tr.connLost("operator", err)
 			return
-		}
-		if typ != pktPublish {
-			continue
-		}
-		recv := time.Now()
-		topic, id, payload, err := parsePublish(flags, body)
-		if err != nil {
-			lf.tr.connLost("operator", err)
-			return
-		}
-		if id != 0 {
-			_ = op.write(pubackPacket(id))
 		}
 		switch {
 		case strings.HasSuffix(topic, "/telemetry"):

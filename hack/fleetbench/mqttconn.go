@@ -101,6 +101,33 @@ func (m *mqttConn) readPacket() (typ, flags byte, body []byte, err error) {
 	return h >> 4, h & 0x0f, body, nil
 }
 
+// nextPublish reads packets until a PUBLISH arrives (PUBACKs of what this
+// client sent and PINGRESPs are skipped), acknowledges it when it is QoS 1,
+// and returns its topic, its payload and when it was read. An error means
+// the connection is unusable.
+func (m *mqttConn) nextPublish() (topic string, payload []byte, recv time.Time, err error) {
+	for {
+		typ, flags, body, err := m.readPacket()
+		if err != nil {
+			return "", nil, time.Time{}, err
+		}
+		if typ != pktPublish {
+			continue
+		}
+		recv := time.Now()
+		topic, id, payload, err := parsePublish(flags, body)
+		if err != nil {
+			return "", nil, time.Time{}, err
+		}
+		if id != 0 {
+			if err := m.write(pubackPacket(id)); err != nil {
+				return "", nil, time.Time{}, err
+			}
+		}
+		return topic, payload, recv, nil
+	}
+}
+
 // parsePublish splits a PUBLISH body; id is 0 for QoS 0.
 func parsePublish(flags byte, body []byte) (topic string, id uint16, payload []byte, err error) {
 	if len(body) < 2 {

@@ -401,21 +401,10 @@ func (w *rolloutWatch) checkAll() {
 
 func (w *rolloutWatch) loop(op *mqttConn, rb *rolloutBench) {
 	for {
-		typ, flags, body, err := op.readPacket()
+		topic, payload, _, err := op.nextPublish()
 		if err != nil {
 			rb.connLost("operator", err)
 			return
-		}
-		if typ != pktPublish {
-			continue
-		}
-		topic, id, payload, err := parsePublish(flags, body)
-		if err != nil {
-			rb.connLost("operator", err)
-			return
-		}
-		if id != 0 {
-			_ = op.write(pubackPacket(id))
 		}
 		switch {
 		case strings.Contains(topic, "/attestation/"):

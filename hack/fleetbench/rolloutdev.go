@@ -114,25 +114,10 @@ func (m *mqttConn) subscribeMany(filters []string, timeout time.Duration) error 
 func (d *rolloutDevice) loop() {
 	evTopic := mqttacl.AttestationTopic(tenant, d.id)
 	for {
-		typ, flags, body, err := d.mc.readPacket()
+		topic, payload, recv, err := d.mc.nextPublish()
 		if err != nil {
 			d.rb.connLost(d.id, err)
 			return
-		}
-		if typ != pktPublish {
-			continue
-		}
-		recv := time.Now()
-		topic, id, payload, err := parsePublish(flags, body)
-		if err != nil {
-			d.rb.connLost(d.id, err)
-			return
-		}
-		if id != 0 {
-			if err := d.mc.write(pubackPacket(id)); err != nil {
-				d.rb.connLost(d.id, err)
-				return
-			}
 		}
 		switch {
 		case strings.HasSuffix(topic, "/cmd/attest"):
