@@ -128,6 +128,21 @@ func (f statusFixture) jobs(t *testing.T) []store.RolloutDevice {
 	return jobs
 }
 
+// runPublisher runs e's status publisher until stop, which returns once it
+// has ended (publishing what it held).
+func runPublisher(e *Engine) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		e.publishStatuses(ctx)
+	}()
+	return ctx, func() {
+		cancel()
+		<-stopped
+	}
+}
+
 // TestStatusCoalescing: job changes publish a rollout's status at most
 // once per StatusInterval — the first at once, the rest held — yet the
 // final state is never lost: a change of the rollout's own state (here its
@@ -140,16 +155,8 @@ func TestStatusCoalescing(t *testing.T) {
 	var log statusLog
 	// An hour: nothing held is published by the clock during the test.
 	e := New(Deps{Store: f.st, Publish: log.publish, Log: slog.New(slog.DiscardHandler), StatusInterval: time.Hour})
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		e.publishStatuses(ctx)
-	}()
-	defer func() {
-		cancel()
-		<-stopped
-	}()
+	ctx, stop := runPublisher(e)
+	defer stop()
 
 	// First pass: every device gets its job, released at once. The
 	// status is not held: nothing was published in the last interval.
@@ -195,12 +202,7 @@ func TestStatusFlushedOnStop(t *testing.T) {
 	f := newStatusFixture(t, n)
 	var log statusLog
 	e := New(Deps{Store: f.st, Publish: log.publish, Log: slog.New(slog.DiscardHandler), StatusInterval: time.Hour})
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		e.publishStatuses(ctx)
-	}()
+	ctx, stop := runPublisher(e)
 	if _, err := e.advance(ctx, "acme", f.rollout.ID, f.rollout.FleetID); err != nil {
 		t.Fatal(err)
 	}
@@ -211,8 +213,7 @@ func TestStatusFlushedOnStop(t *testing.T) {
 	if got := log.all(); len(got) != 1 {
 		t.Fatalf("%d statuses published within one interval, want 1", len(got))
 	}
-	cancel()
-	<-stopped
+	stop()
 	all := log.all()
 	last := all[len(all)-1]
 	if len(all) != 2 || last.State != "running" || last.Waves[0].Succeeded != n || last.Waves[0].InFlight != 0 {
