@@ -2,8 +2,6 @@ package controlplane_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -21,7 +19,6 @@ import (
 
 	"github.com/tensorguard/tensorguardflow/controlplane/client"
 	"github.com/tensorguard/tensorguardflow/controlplane/controlplanetest"
-	"github.com/tensorguard/tensorguardflow/controlplane/internal/ca"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
 	"github.com/tensorguard/tensorguardflow/internal/mqttacl"
 	"github.com/tensorguard/tensorguardflow/internal/wire"
@@ -102,25 +99,7 @@ type simDevice struct {
 // It has name@version of the package installed (empty: none).
 func newSimDevice(t *testing.T, h *controlplanetest.Harness, fleet string, labels map[string]string, installed string, b behaviour) *simDevice {
 	t.Helper()
-	ctx := context.Background()
-	fp := sha256.Sum256([]byte(t.Name() + fmt.Sprint(time.Now().UnixNano())))
-	dev, err := h.Store().CreateDevice(ctx, h.Tenant, store.Device{FleetID: fleet, Name: "sim", DeviceType: "jetson-orin",
-		TPMKind: store.TPMSimulator, EKFingerprint: hex.EncodeToString(fp[:]), AKPublic: []byte("ak"), Labels: labels})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	issued, err := h.CP.CA().IssueDeviceCert(ctx, ca.DeviceCertRequest{Tenant: h.Tenant, Fleet: fleet, Device: dev.ID, PublicKey: &key.PublicKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Store().RecordCertificate(ctx, h.Tenant, issued.Record(h.Tenant, dev.ID)); err != nil {
-		t.Fatal(err)
-	}
-	cert := tlsCert(t, string(issued.PEM), key)
+	dev, cert := h.AddDevice(t, store.Device{FleetID: fleet, Name: "sim", DeviceType: "jetson-orin", Labels: labels})
 	d := &simDevice{t: t, h: h, dev: dev, behave: b, inbox: make(chan string, 256), done: make(chan struct{}),
 		fetched: map[string][]int{}, cancelled: map[string]bool{}, finished: map[string]string{}, jobs: map[string]wire.Job{},
 		http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: h.TLSConfig(&cert), DisableKeepAlives: true}}}

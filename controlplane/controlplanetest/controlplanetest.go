@@ -7,8 +7,12 @@ package controlplanetest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -21,6 +25,7 @@ import (
 	"time"
 
 	"github.com/tensorguard/tensorguardflow/controlplane"
+	"github.com/tensorguard/tensorguardflow/controlplane/internal/ca"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
 )
 
@@ -221,6 +226,54 @@ func (h *Harness) CreateToken(t testing.TB, fleetID string, ttl time.Duration) s
 		time.Sleep(time.Until(expires) + 5*time.Millisecond)
 	}
 	return secret
+}
+
+// AddDevice creates d in the store as an enrolled device of the harness
+// tenant — with a fresh EK fingerprint, the simulator TPM kind and a
+// placeholder AK unless d says otherwise — issues it a certificate for a
+// new P-256 key, records the certificate as enrollment does, and returns
+// the device and the client certificate it connects with (mTLS, MQTT).
+func (h *Harness) AddDevice(t testing.TB, d store.Device) (store.Device, tls.Certificate) {
+	t.Helper()
+	ctx := context.Background()
+	if d.EKFingerprint == "" {
+		fp := make([]byte, 32)
+		_, _ = rand.Read(fp)
+		d.EKFingerprint = hex.EncodeToString(fp)
+	}
+	if d.TPMKind == "" {
+		d.TPMKind = store.TPMSimulator
+	}
+	if d.AKPublic == nil {
+		d.AKPublic = []byte("ak")
+	}
+	dev, err := h.Store().CreateDevice(ctx, h.Tenant, d)
+	if err != nil {
+		t.Fatalf("controlplanetest: create device: %v", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued, err := h.CP.CA().IssueDeviceCert(ctx, ca.DeviceCertRequest{Tenant: h.Tenant, Fleet: dev.FleetID, Device: dev.ID, PublicKey: &key.PublicKey})
+	if err != nil {
+		t.Fatalf("controlplanetest: issue device certificate: %v", err)
+	}
+	if err := h.Store().RecordCertificate(ctx, h.Tenant, issued.Record(h.Tenant, dev.ID)); err != nil {
+		t.Fatalf("controlplanetest: record device certificate: %v", err)
+	}
+	cert := tls.Certificate{PrivateKey: key}
+	for rest := issued.PEM; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		cert.Certificate = append(cert.Certificate, b.Bytes)
+	}
+	if len(cert.Certificate) == 0 {
+		t.Fatalf("controlplanetest: no certificate in %q", issued.PEM)
+	}
+	return dev, cert
 }
 
 // RevokeDevice revokes a device as the API does: in the store, then

@@ -2,14 +2,7 @@ package dashboard_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,7 +14,6 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/tensorguard/tensorguardflow/controlplane/controlplanetest"
-	"github.com/tensorguard/tensorguardflow/controlplane/internal/ca"
 	"github.com/tensorguard/tensorguardflow/controlplane/internal/store"
 	"github.com/tensorguard/tensorguardflow/internal/mqttacl"
 	"github.com/tensorguard/tensorguardflow/internal/wire"
@@ -39,33 +31,7 @@ type simDevice struct {
 
 func connectDevice(t *testing.T, h *controlplanetest.Harness, fleet, name string) *simDevice {
 	t.Helper()
-	ctx := context.Background()
-	fp := sha256.Sum256([]byte(t.Name() + name + time.Now().String()))
-	dev, err := h.Store().CreateDevice(ctx, h.Tenant, store.Device{FleetID: fleet, Name: name, DeviceType: "jetson-orin",
-		TPMKind: store.TPMSimulator, EKFingerprint: hex.EncodeToString(fp[:]), AKPublic: []byte("ak")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	issued, err := h.CP.CA().IssueDeviceCert(ctx, ca.DeviceCertRequest{Tenant: h.Tenant, Fleet: fleet, Device: dev.ID, PublicKey: &key.PublicKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Store().RecordCertificate(ctx, h.Tenant, issued.Record(h.Tenant, dev.ID)); err != nil {
-		t.Fatal(err)
-	}
-	var cert tls.Certificate
-	for rest := issued.PEM; ; {
-		var b *pem.Block
-		if b, rest = pem.Decode(rest); b == nil {
-			break
-		}
-		cert.Certificate = append(cert.Certificate, b.Bytes)
-	}
-	cert.PrivateKey = key
+	dev, cert := h.AddDevice(t, store.Device{FleetID: fleet, Name: name, DeviceType: "jetson-orin"})
 	d := &simDevice{dev: dev, session: 1, h: h}
 	topic := mqttacl.StatusTopic(h.Tenant, dev.ID)
 	will, _ := json.Marshal(wire.Status{Schema: wire.StatusSchema, Device: dev.ID, State: wire.StateOffline, Session: d.session})
