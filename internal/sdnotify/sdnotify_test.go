@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,45 +12,12 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tensorguard/tensorguardflow/internal/sdnotify/sdnotifytest"
 )
 
-// listen stands in for systemd: a unixgram socket named by NOTIFY_SOCKET.
-// These tests set the environment and so do not run in parallel.
-func listen(t *testing.T) *net.UnixConn {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sdn") // short: socket paths are limited to 108 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	path := filepath.Join(dir, "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	t.Setenv("NOTIFY_SOCKET", path)
-	return conn
-}
-
-// next returns the next datagram, or "" after timeout.
-func next(t *testing.T, conn *net.UnixConn, timeout time.Duration) string {
-	t.Helper()
-	buf := make([]byte, 4096)
-	_ = conn.SetReadDeadline(time.Now().Add(timeout))
-	n, err := conn.Read(buf)
-	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return ""
-		}
-		t.Fatal(err)
-	}
-	return string(buf[:n])
-}
-
 func TestLifecycleMessages(t *testing.T) {
-	conn := listen(t)
+	conn := sdnotifytest.Listen(t)
 	for _, tc := range []struct {
 		send func() error
 		want string
@@ -63,14 +29,14 @@ func TestLifecycleMessages(t *testing.T) {
 		if err := tc.send(); err != nil {
 			t.Fatal(err)
 		}
-		if got := next(t, conn, time.Second); got != tc.want {
+		if got := sdnotifytest.Next(t, conn, time.Second); got != tc.want {
 			t.Errorf("got %q, want %q", got, tc.want)
 		}
 	}
 	if err := Reloading(); err != nil {
 		t.Fatal(err)
 	}
-	got := next(t, conn, time.Second)
+	got := sdnotifytest.Next(t, conn, time.Second)
 	lines := strings.Split(got, "\n")
 	if len(lines) != 2 || lines[0] != "RELOADING=1" || !strings.HasPrefix(lines[1], "MONOTONIC_USEC=") {
 		t.Fatalf("reloading message %q", got)
@@ -104,7 +70,7 @@ func TestUnreachableSocketIsAnError(t *testing.T) {
 }
 
 func TestWatchdogPingsOnlyWhileHealthy(t *testing.T) {
-	conn := listen(t)
+	conn := sdnotifytest.Listen(t)
 	t.Setenv("WATCHDOG_USEC", "100000") // 100ms: ping every 50ms
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
 	if d, err := WatchdogInterval(); err != nil || d != 100*time.Millisecond {
@@ -120,19 +86,19 @@ func TestWatchdogPingsOnlyWhileHealthy(t *testing.T) {
 	}()
 
 	for i := range 3 {
-		if got := next(t, conn, 2*time.Second); got != "WATCHDOG=1" {
+		if got := sdnotifytest.Next(t, conn, 2*time.Second); got != "WATCHDOG=1" {
 			t.Fatalf("ping %d: got %q", i, got)
 		}
 	}
 	healthy.Store(false)
 	// At most one ping can be in flight from before the switch.
-	for next(t, conn, 150*time.Millisecond) != "" {
+	for sdnotifytest.Next(t, conn, 150*time.Millisecond) != "" {
 	}
-	if got := next(t, conn, 300*time.Millisecond); got != "" {
+	if got := sdnotifytest.Next(t, conn, 300*time.Millisecond); got != "" {
 		t.Fatalf("pinged while unhealthy: %q", got)
 	}
 	healthy.Store(true)
-	if got := next(t, conn, 2*time.Second); got != "WATCHDOG=1" {
+	if got := sdnotifytest.Next(t, conn, 2*time.Second); got != "WATCHDOG=1" {
 		t.Fatalf("no ping after recovering: %q", got)
 	}
 	cancel()
@@ -148,7 +114,7 @@ func TestWatchdogPingsOnlyWhileHealthy(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
-		got := next(t, conn, time.Second)
+		got := sdnotifytest.Next(t, conn, time.Second)
 		if got == "STOPPING=1" {
 			break
 		}
