@@ -21,6 +21,17 @@ const (
 // the same constant).
 const clipStabilizer = 1e-6
 
+// clipFactor returns, for per-example squared gradient norms normSq and
+// the clipping bound clip, each example's factor min(1, C / (‖g‖ + ε)) and
+// how many of the examples sent (weights w) were clipped (‖g‖ > C).
+func clipFactor(normSq, clip, w *graph.Node) (factor, clipped *graph.Node) {
+	norm := graph.Sqrt(normSq)
+	factor = graph.Min(graph.OnesLike(norm), graph.Div(clip, graph.AddScalar(norm, clipStabilizer)))
+	clipped = graph.ReduceAllSum(graph.Mul(w,
+		graph.ConvertDType(graph.GreaterThan(norm, graph.BroadcastToShape(clip, norm.Shape())), w.DType())))
+	return factor, clipped
+}
+
 // A training graph's results, in order: the weighted loss sum, the number
 // of clipped examples (per-example mode: the squared norms), the weighted
 // number of correct predictions, then one gradient per parameter in spec
@@ -131,11 +142,8 @@ func buildTrain(m Model, specs []ParamSpec, batch int, mode gradMode, method Per
 			results[outClipped] = normSq
 			break
 		}
-		clip := rest[1]
-		norm := graph.Sqrt(normSq)
-		factor := graph.Min(graph.OnesLike(norm), graph.Div(clip, graph.AddScalar(norm, clipStabilizer)))
-		results[outClipped] = graph.ReduceAllSum(graph.Mul(w,
-			graph.ConvertDType(graph.GreaterThan(norm, graph.BroadcastToShape(clip, norm.Shape())), dtype)))
+		var factor *graph.Node
+		factor, results[outClipped] = clipFactor(normSq, rest[1], w)
 		for i, t := range b.taps {
 			gw, gb := per[i].clippedSum(t, deltas[i], factor)
 			grads[t.weight] = gw
@@ -182,11 +190,8 @@ func expandedGrads(b *Builder, lossSum *graph.Node, mode gradMode, rest []*graph
 		results[outClipped] = normSq
 		return
 	}
-	clip := rest[1]
-	norm := graph.Sqrt(normSq)
-	factor := graph.Min(graph.OnesLike(norm), graph.Div(clip, graph.AddScalar(norm, clipStabilizer)))
-	results[outClipped] = graph.ReduceAllSum(graph.Mul(w,
-		graph.ConvertDType(graph.GreaterThan(norm, graph.BroadcastToShape(clip, norm.Shape())), w.DType())))
+	var factor *graph.Node
+	factor, results[outClipped] = clipFactor(normSq, rest[1], w)
 	for i, gr := range per {
 		grads[names[i]] = graph.DotGeneral(factor, []int{0}, nil, gr, []int{0}, nil)
 	}
