@@ -148,7 +148,7 @@ type InstallConfig struct {
 	Runtime string `yaml:"runtime"`
 	// ONNXRuntimeLibrary is the path of libonnxruntime.so.1 (ONNX Runtime
 	// 1.24.x). Empty: $TG_ONNXRUNTIME_LIB, else the library the .deb
-	// installs (PackagedONNXRuntimeLibrary), else the development cache. It
+	// installs (onnxruntime.InstalledLibrary), else the development cache. It
 	// is loaded at the first install, so a missing library fails installs
 	// (ACTIVATION, naming it), not the agent.
 	ONNXRuntimeLibrary string `yaml:"onnxruntime_library,omitempty"`

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,7 +24,7 @@ import (
 func (a *Agent) backends(r *resources) []inference.Backend {
 	cfg := a.cfg.Load()
 	ort := &inference.ONNXRuntime{
-		Library: onnxRuntimeLibrary(cfg.Install.ONNXRuntimeLibrary, os.Getenv, fileExists),
+		Library: cfg.Install.ONNXRuntimeLibrary,
 		Options: onnxruntime.Options{IntraOpThreads: cfg.Install.ONNXRuntimeThreads},
 	}
 	trt := &inference.TensorRT{

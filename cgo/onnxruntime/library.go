@@ -28,8 +28,15 @@ const LibraryFile = "libonnxruntime.so.1"
 // [FindLibrary] looks in; error messages and tests name it.
 const FetchCommand = "bash hack/fetch-onnxruntime.sh (or, as root, bash hack/install-deps.sh)"
 
+// InstalledLibrary is where the tg-agent .deb installs the libonnxruntime
+// the bridge is tested with (packaging/README.md).
+const InstalledLibrary = "/usr/lib/tensorguard/" + LibraryFile
+
+// installedLibrary is InstalledLibrary; tests point it elsewhere.
+var installedLibrary = InstalledLibrary
+
 // ErrLibraryNotFound is returned by [FindLibrary] when no library is
-// configured and none is in the development cache.
+// configured, none is installed and none is in the development cache.
 var ErrLibraryNotFound = errors.New("libonnxruntime not found")
 
 // CachePath returns where hack/fetch-onnxruntime.sh puts the library for
@@ -43,7 +50,8 @@ func CachePath(goarch string) string {
 //  1. configured, when not empty (the agent's config file sets it; a
 //     configured path that does not exist is an error, never a fallback);
 //  2. else $TG_ONNXRUNTIME_LIB, when set;
-//  3. else the development cache, .cache/onnxruntime/<GOARCH>/libonnxruntime.so.1
+//  3. else [InstalledLibrary], when present (a packaged agent);
+//  4. else the development cache, .cache/onnxruntime/<GOARCH>/libonnxruntime.so.1
 //     in the nearest directory at or above the working directory that has a
 //     go.mod, which is where hack/fetch-onnxruntime.sh puts it.
 //
@@ -55,9 +63,12 @@ func FindLibrary(configured string) (string, error) {
 	if p := os.Getenv(EnvLibrary); p != "" {
 		return existing(p, "$"+EnvLibrary)
 	}
+	if _, err := os.Stat(installedLibrary); err == nil {
+		return installedLibrary, nil
+	}
 	wd, err := os.Getwd()
 	if err != nil {
-		return "", fmt.Errorf("%w: no path configured, $%s unset, and no working directory: %v", ErrLibraryNotFound, EnvLibrary, err)
+		return "", fmt.Errorf("%w: no path configured, $%s unset, none installed, and no working directory: %v", ErrLibraryNotFound, EnvLibrary, err)
 	}
 	rel := CachePath(runtime.GOARCH)
 	for dir := wd; ; {
@@ -66,7 +77,7 @@ func FindLibrary(configured string) (string, error) {
 			if _, err := os.Stat(p); err == nil {
 				return p, nil
 			}
-			return "", fmt.Errorf("%w: no path configured, $%s unset, and no %s; run %s",
+			return "", fmt.Errorf("%w: no path configured, $%s unset, none installed, and no %s; run %s",
 				ErrLibraryNotFound, EnvLibrary, p, FetchCommand)
 		}
 		parent := filepath.Dir(dir)
@@ -75,7 +86,7 @@ func FindLibrary(configured string) (string, error) {
 		}
 		dir = parent
 	}
-	return "", fmt.Errorf("%w: no path configured, $%s unset, and no go.mod at or above %s to find %s in; run %s in the source tree",
+	return "", fmt.Errorf("%w: no path configured, $%s unset, none installed, and no go.mod at or above %s to find %s in; run %s in the source tree",
 		ErrLibraryNotFound, EnvLibrary, wd, rel, FetchCommand)
 }
 

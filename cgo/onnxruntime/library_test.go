@@ -34,6 +34,7 @@ func TestFindLibrary(t *testing.T) {
 	configured := touch(filepath.Join(root, "etc", "libonnxruntime.so.1"))
 	fromEnv := touch(filepath.Join(root, "env", "libonnxruntime.so.1"))
 	missing := filepath.Join(root, "missing.so")
+	installed := touch(filepath.Join(root, "usr", "lib", "tensorguard", "libonnxruntime.so.1"))
 	cached := filepath.Join(repo, ".cache", "onnxruntime", runtime.GOARCH, "libonnxruntime.so.1")
 
 	tests := []struct {
@@ -41,6 +42,7 @@ func TestFindLibrary(t *testing.T) {
 		configured string
 		env        string
 		cache      bool
+		installed  bool
 		dir        string
 		want       string
 		wantErr    string // substring; the error is also ErrLibraryNotFound
@@ -49,6 +51,10 @@ func TestFindLibrary(t *testing.T) {
 		{name: "configured but missing", configured: missing, env: fromEnv, cache: true, dir: deep, wantErr: "configured path"},
 		{name: "env", env: fromEnv, cache: true, dir: deep, want: fromEnv},
 		{name: "env but missing", env: missing, cache: true, dir: deep, wantErr: "$" + onnxruntime.EnvLibrary},
+		{name: "configured wins over installed", configured: configured, installed: true, cache: true, dir: deep, want: configured},
+		{name: "env wins over installed", env: fromEnv, installed: true, cache: true, dir: deep, want: fromEnv},
+		{name: "installed wins over the cache", installed: true, cache: true, dir: deep, want: installed},
+		{name: "installed outside a module", installed: true, dir: root, want: installed},
 		{name: "cache from a subfolder", cache: true, dir: deep, want: cached},
 		{name: "cache from the root", cache: true, dir: repo, want: cached},
 		{name: "no cache", dir: deep, wantErr: "hack/fetch-onnxruntime.sh"},
@@ -57,6 +63,11 @@ func TestFindLibrary(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv(onnxruntime.EnvLibrary, tt.env)
+			where := missing
+			if tt.installed {
+				where = installed
+			}
+			t.Cleanup(onnxruntime.SetInstalledLibrary(where))
 			t.Chdir(tt.dir)
 			os.Remove(cached)
 			if tt.cache {
