@@ -97,10 +97,11 @@ func planBinary(req inferRequest, bin []byte, hasHeader bool) (binaryPlan, error
 	}
 	plan.outputs = make([]*bool, len(req.Outputs))
 	for i, o := range req.Outputs {
-		if !hasParam(o.Parameters, paramBinary) {
-			continue
+		raw, err := findParam(o.Parameters, paramBinary)
+		if err == nil && raw == nil {
+			continue // the output does not say
 		}
-		v, err := boolParam(o.Parameters, paramBinary)
+		v, err := parseBool(paramBinary, raw, err)
 		if err != nil {
 			return plan, fmt.Errorf("output %q parameters: %v", o.Name, err)
 		}
@@ -167,13 +168,14 @@ func findParam(params []byte, key string) ([]byte, error) {
 	return found, err
 }
 
-func hasParam(params []byte, key string) bool {
-	v, err := findParam(params, key)
-	return v != nil || err != nil
-}
-
 func boolParam(params []byte, key string) (bool, error) {
 	v, err := findParam(params, key)
+	return parseBool(key, v, err)
+}
+
+// parseBool reads findParam's answer (v, err) for key as a boolean; an
+// absent parameter is false.
+func parseBool(key string, v []byte, err error) (bool, error) {
 	switch {
 	case err != nil:
 		return false, err
